@@ -1,0 +1,1 @@
+"""`apps/data`: a tau command line."""

@@ -1,0 +1,13 @@
+"""Command line of `./pants run apps/data`."""
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Not wired yet."""
+    raise click.ClickException("apps/data is not wired yet")
+
+
+if __name__ == "__main__":
+    main()

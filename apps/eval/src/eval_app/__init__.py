@@ -1,0 +1,1 @@
+"""`apps/eval`: a tau command line."""

@@ -1,0 +1,1 @@
+"""`apps/rl`: a tau command line."""

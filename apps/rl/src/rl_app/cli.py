@@ -1,0 +1,13 @@
+"""Command line of `./pants run apps/rl`."""
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Not wired yet."""
+    raise click.ClickException("apps/rl is not wired yet")
+
+
+if __name__ == "__main__":
+    main()
