@@ -38,6 +38,7 @@ def test_pyproject_matches_pants_distribution(module: str) -> None:
     assert project["name"] == module.replace("_", "-")
     assert f'name="{project["name"]}"' in build
     assert f'version="{project["version"]}"' in build
+    assert f'description="{project["description"]}"' in build
 
 
 @pytest.mark.parametrize("module", PACKAGES)

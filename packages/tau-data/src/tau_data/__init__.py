@@ -1,3 +1,28 @@
-"""tau-data: LeRobot datasets (v2.1, v3.0), weighted heterogeneous mixtures, normalisation and a resumable loader."""
+"""tau-data: LeRobot datasets (v2.1, v3.0), weighted heterogeneous mixtures, normalisation and a resumable loader.
+
+Read: `LeRobotDataset(root_or_repo_id, delta_timestamps=...)`, `load_meta`, `info`.
+Mix: `MixtureConfig` / `DatasetSpec` -> `MixtureDataset` (standard samples) -> `make_loader` (resumable).
+Normalise: `Normalizer` (MEAN_STD, MIN_MAX, QUANTILES, IDENTITY per norm head; save/load json or safetensors).
+Stats: `dataset_stats`, `write_dataset_stats` (exact quantiles, written next to the dataset).
+Write: `DatasetWriter` (LeRobot v3.0), `convert_v21_to_v30`.
+"""
+
+from tau_data.convert import convert_v21_to_v30
+from tau_data.dataset import LeRobotDataset
+from tau_data.errors import DatasetError
+from tau_data.info import info
+from tau_data.loader import MixtureSampler, make_loader
+from tau_data.metadata import DatasetMeta, load_meta
+from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
+from tau_data.normalize import NormMode, Normalizer
+from tau_data.stats import dataset_stats, read_stats, write_dataset_stats, write_stats
+from tau_data.transforms import AugmentConfig, augment, resize_with_pad
+from tau_data.writer import DatasetWriter
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AugmentConfig", "DatasetError", "DatasetMeta", "DatasetSpec", "DatasetWriter", "LeRobotDataset",
+    "MixtureConfig", "MixtureDataset", "MixtureSampler", "NormMode", "Normalizer", "augment", "convert_v21_to_v30", "dataset_stats", "info",
+    "load_meta", "make_loader", "read_stats", "resize_with_pad", "write_dataset_stats", "write_stats",
+]

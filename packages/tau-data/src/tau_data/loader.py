@@ -1,0 +1,100 @@
+"""Resumable weighted loading: a counter-based mixture sampler inside torchdata's StatefulDataLoader.
+
+Draw k of epoch e is a pure function of (seed, epoch, k): pick a member by the mixture weights, a uniform row in it,
+and an augmentation seed. The sampler's state is just (epoch, position), so saving the loader's state mid-epoch and
+restoring it replays exactly the same following batches, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
+
+from tau_data.mixture import MixtureDataset
+
+_BLOCK = 4096
+
+
+class MixtureSampler(torch.utils.data.Sampler, Stateful):
+    """Yields (dataset_index, row, augmentation_seed), `samples_per_epoch` per epoch, with replacement.
+
+    With several ranks, rank r takes draws r, r + world_size, ... of the same stream.
+    """
+
+    def __init__(self, lengths: list[int] | np.ndarray, weights: list[float] | np.ndarray, samples_per_epoch: int,
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        self.samples_per_epoch, self.seed = int(samples_per_epoch), int(seed)
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.samples_per_epoch, self.world_size))
+
+    def draws(self, epoch: int, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The (dataset, row, seed) arrays of draws [block * 4096, (block + 1) * 4096) of `epoch`."""
+        rng = np.random.default_rng([self.seed, epoch, block])
+        datasets = rng.choice(len(self.lengths), size=_BLOCK, p=self.weights)
+        rows = (rng.random(_BLOCK) * self.lengths[datasets]).astype(np.int64)
+        seeds = rng.integers(0, 2**62, size=_BLOCK)
+        return datasets, rows, seeds
+
+    def __iter__(self) -> _MixtureIterator:
+        iterator = _MixtureIterator(self, self.epoch)
+        self.epoch += 1
+        return iterator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+
+
+class _MixtureIterator(Iterator, Stateful):
+    def __init__(self, sampler: MixtureSampler, epoch: int) -> None:
+        self.sampler, self.epoch, self.position = sampler, epoch, 0
+        self._block: tuple[int, Any] | None = None
+
+    def __next__(self) -> tuple[int, int, int]:
+        s = self.sampler
+        k = s.rank + self.position * s.world_size
+        if k >= s.samples_per_epoch:
+            raise StopIteration
+        block = k // _BLOCK
+        if self._block is None or self._block[0] != block:
+            self._block = (block, s.draws(self.epoch, block))
+        datasets, rows, seeds = self._block[1]
+        self.position += 1
+        j = k % _BLOCK
+        return int(datasets[j]), int(rows[j]), int(seeds[j])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.sampler.epoch = self.epoch + 1
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: MixtureDataset, batch_size: int, *, num_workers: int = 2, seed: int = 0,
+                samples_per_epoch: int | None = None, rank: int = 0, world_size: int = 1,
+                prefetch_factor: int | None = None, **kwargs: Any) -> StatefulDataLoader:
+    """A StatefulDataLoader drawing from the mixture by its weights; `.state_dict()` / `.load_state_dict()` resume
+    mid-epoch exactly. Workers use one torch thread and open their video decoders themselves (with num_workers=0,
+    call torch.set_num_threads(1) yourself: data-side math with several threads crawls on small CPUs)."""
+    sampler = MixtureSampler(dataset.lengths, dataset.weights, samples_per_epoch or len(dataset), seed=seed,
+                             rank=rank, world_size=world_size)
+    return StatefulDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                              worker_init_fn=_worker_init if num_workers else None,
+                              prefetch_factor=prefetch_factor if num_workers else None,
+                              persistent_workers=False, drop_last=True, **kwargs)

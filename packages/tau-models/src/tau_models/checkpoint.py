@@ -1,0 +1,258 @@
+"""Checkpoint I/O: config.json + model.safetensors (never pickles), and loading LeRobot / OpenTau pi0(.5) layouts.
+
+A foreign state dict is renamed onto tau's module names by prefix rules; the PaliGemma LM head is tied to the token
+embedding (used when the embedding itself is missing, as in openpi conversions); keys that are known to be unused
+(expert LM head) are dropped; anything else unmapped is reported as unexpected. A shape mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tau_models.config import PiConfig, config_from_lerobot
+
+if TYPE_CHECKING:
+    from tau_models.pi0 import PiModel
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+_PG = "model.paligemma_with_expert.paligemma."
+# (foreign prefix, tau prefix); first match wins. Both transformers >= 4.52 and older PaliGemma layouts.
+PREFIX_RULES: list[tuple[str, str]] = [
+    (_PG + "model.vision_tower.vision_model.", "backbone.vision_tower."),
+    (_PG + "vision_tower.vision_model.", "backbone.vision_tower."),
+    (_PG + "model.multi_modal_projector.linear.", "backbone.projector."),
+    (_PG + "multi_modal_projector.linear.", "backbone.projector."),
+    (_PG + "model.language_model.", "backbone.language_model."),
+    (_PG + "language_model.model.", "backbone.language_model."),
+    ("model.paligemma_with_expert.gemma_expert.model.", "expert."),
+]
+LM_HEAD_KEYS = (_PG + "lm_head.weight", _PG + "language_model.lm_head.weight")
+EMBED_KEY = "backbone.language_model.embed_tokens.weight"
+IGNORED_KEYS = ("model.paligemma_with_expert.gemma_expert.lm_head.weight",)
+TOP_LEVEL = (
+    "action_in_proj",
+    "action_out_proj",
+    "time_mlp_in",
+    "time_mlp_out",
+    "state_proj",
+    "action_time_mlp_in",
+    "action_time_mlp_out",
+)
+
+
+@dataclass
+class LoadReport:
+    """What happened to each key when a checkpoint was loaded."""
+
+    layout: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def log(self) -> None:
+        logger.info(
+            "loaded %s checkpoint: %d missing, %d unexpected, %d ignored keys",
+            self.layout,
+            len(self.missing),
+            len(self.unexpected),
+            len(self.ignored),
+        )
+        if self.missing:
+            logger.warning("missing keys (left at init): %s", self.missing)
+        if self.unexpected:
+            logger.warning("unexpected keys (not loaded): %s", self.unexpected)
+
+
+def detect_layout(keys: list[str]) -> str:
+    """ "tau" for our own names, "lerobot" / "opentau" for the paligemma_with_expert layouts."""
+    if any(k.startswith("backbone.") for k in keys):
+        return "tau"
+    if any(
+        ".discrete_action_embedding." in k or ".da_head." in k or k.startswith("normalize_") for k in keys
+    ):
+        return "opentau"
+    if any("paligemma_with_expert" in k for k in keys):
+        return "lerobot"
+    raise ValueError("unrecognised checkpoint layout: no 'backbone.' or 'paligemma_with_expert' keys")
+
+
+def map_foreign_state_dict(
+    state: dict[str, torch.Tensor], variant: str
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """LeRobot / OpenTau names -> tau names. Returns (mapped, unexpected, ignored)."""
+    mapped: dict[str, torch.Tensor] = {}
+    unexpected, ignored = [], []
+    lm_head = None
+    for key, value in state.items():
+        name = "model." + key if key.startswith("paligemma_with_expert.") else key
+        if name in IGNORED_KEYS:
+            ignored.append(key)
+            continue
+        if name in LM_HEAD_KEYS:
+            lm_head = value
+            ignored.append(key)
+            continue
+        target = next((tau + name[len(src) :] for src, tau in PREFIX_RULES if name.startswith(src)), None)
+        if target is None and name.startswith("model."):
+            short = name[len("model.") :]
+            if variant == "pi05" and short.startswith("action_time_mlp_"):
+                short = short.replace("action_time_mlp_", "time_mlp_", 1)  # OpenTau's legacy pi05 names
+            if short.split(".")[0] in TOP_LEVEL:
+                target = short
+        if target is None:
+            unexpected.append(key)
+        else:
+            mapped[target] = value
+    if EMBED_KEY not in mapped and lm_head is not None:
+        logger.info("token embedding missing: using the tied PaliGemma lm_head weight")
+        mapped[EMBED_KEY] = lm_head
+    return mapped, unexpected, ignored
+
+
+def check_state(
+    model: nn.Module, state: dict[str, torch.Tensor], layout: str, source: str, strict: bool = False
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """Map a (tau-named or foreign) state dict onto model's names and check it: shapes must match exactly and
+    values be finite. Returns the tensors to load and the report; nothing is loaded."""
+    report = LoadReport(layout=layout)
+    if layout != "tau":
+        state, report.unexpected, report.ignored = map_foreign_state_dict(state, model.config.variant)
+    own = model.state_dict()
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(
+                f"{source}: shape mismatch for {key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}"
+            )
+        elif not torch.isfinite(value).all():
+            raise ValueError(f"{source}: tensor {key} contains NaN or inf")
+    report.missing = sorted(k for k in own if k not in state)
+    report.unexpected = sorted(set(report.unexpected))
+    if strict and (report.missing or report.unexpected):
+        raise ValueError(
+            f"{source}: strict load failed; missing {report.missing}, unexpected {report.unexpected}"
+        )
+    report.log()
+    return {k: v for k, v in state.items() if k in own}, report
+
+
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], layout: str, source: str, strict: bool = False
+) -> LoadReport:
+    """check_state, then copy the tensors into model."""
+    tensors, report = check_state(model, state, layout, source, strict)
+    with torch.no_grad():
+        model.load_state_dict(tensors, strict=False)
+    return report
+
+
+def resolve_folder(path_or_hub_id: str | Path) -> Path:
+    """A local folder as is; anything else is downloaded from the Hugging Face hub (config + safetensors only)."""
+    folder = Path(path_or_hub_id)
+    if folder.is_dir():
+        return folder
+    if folder.exists() or str(path_or_hub_id).startswith((".", "/")):
+        raise FileNotFoundError(f"checkpoint folder not found: {path_or_hub_id}")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(path_or_hub_id), allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint weights missing: {path} (only safetensors checkpoints are read)")
+    return load_file(str(path))
+
+
+def read_config_json(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint config missing: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
+    """Write config.json and model.safetensors; each file is written to a temp name then renamed (atomic)."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    text = json.dumps(model.config.to_dict(), indent=2)
+    _atomic_write(folder / CONFIG_FILE, lambda p: Path(p).write_text(text))
+    return folder
+
+
+def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_pi_checkpoint(
+    path_or_hub_id: str | Path, config: PiConfig | None = None, strict: bool = False, **config_overrides: Any
+) -> tuple[PiModel, LoadReport]:
+    """Build a PiModel from a tau, LeRobot or OpenTau checkpoint; returns the model and its LoadReport.
+
+    The config comes from (in order) the config argument, a tau config.json, or the LeRobot/OpenTau config.json
+    plus tensor shapes (config_overrides go to config_from_lerobot, e.g. vision_num_heads, tokenizer_name).
+    """
+    from tau_models.pi0 import PiModel
+
+    folder = resolve_folder(path_or_hub_id)
+    raw = read_config_json(folder)
+    state = read_weights(folder)
+    layout = detect_layout(list(state))
+    if config is None:
+        if raw.get("model_type") == "tau_pi":
+            config = PiConfig.from_dict({**raw, **config_overrides})
+        elif raw.get("type") in ("pi05", "pi0"):
+            config = config_from_lerobot(folder, **config_overrides)
+        else:
+            raise ValueError(
+                f"{folder / CONFIG_FILE}: neither a tau ('model_type': 'tau_pi') nor a LeRobot/OpenTau "
+                f"('type': 'pi05'/'pi0') config"
+            )
+    with torch.device("meta"):  # no memory for weights that the checkpoint replaces anyway
+        model = PiModel(config)
+    source = str(folder / WEIGHTS_FILE)
+    tensors, report = check_state(model, state, layout, source, strict)
+    if report.missing:  # keep freshly initialised values for what the checkpoint lacks
+        model = PiModel(config)
+        with torch.no_grad():
+            model.load_state_dict(tensors, strict=False)
+    else:
+        model.load_state_dict(tensors, strict=True, assign=True)
+        model.to(torch.bfloat16 if config.dtype == "bfloat16" else torch.float32)
+    return model, report
+
+
+def from_pretrained(
+    path_or_hub_id: str | Path, config: PiConfig | None = None, strict: bool = False, **config_overrides: Any
+) -> PiModel:
+    """PiModel from a folder or hub id (tau, LeRobot or OpenTau layout); the load report is logged."""
+    return load_pi_checkpoint(path_or_hub_id, config, strict, **config_overrides)[0]

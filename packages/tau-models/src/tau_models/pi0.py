@@ -1,0 +1,568 @@
+"""pi0 / pi0.5: a PaliGemma VLM over the prefix and a Gemma action expert over the noisy action chunk.
+
+Read top to bottom: inputs -> prefix (images, prompt, optional FAST tokens) -> VLM pass with KV cache -> suffix
+(noisy actions, time) through the expert attending to the cached prefix -> flow-matching loss / Euler sampling.
+The prefix never attends to the suffix, so running the VLM once and handing its keys/values to the expert is the
+same computation as one joint pass; it is also what makes knowledge insulation a one-line detach.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tau_models.attention_masks import suffix_attention
+from tau_models.backbone import PaliGemmaBackbone
+from tau_models.config import PiConfig
+from tau_models.fast import FastTokenizer
+from tau_models.flow import (
+    action_loss_mask,
+    guided_velocity,
+    masked_mean,
+    noisy_actions,
+    sample_time,
+    time_embedding,
+)
+from tau_models.gemma import AdaRMSNorm, GemmaTower, KVCache, additive_mask
+from tau_models.images import resize_with_pad, to_model_range
+from tau_models.tokenizer import (
+    EOS_ID,
+    FAST,
+    PROMPT,
+    RESPONSE,
+    PromptTokenizer,
+    discretize_state,
+    format_prompt,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prefix:
+    """Prefix embeddings with their pad mask and the segment kind of each position (images/state count as PROMPT)."""
+
+    embs: torch.Tensor  # (B, P, W)
+    pad: torch.Tensor  # (B, P) bool
+    kind: torch.Tensor  # (B, P) int64: PROMPT, RESPONSE or FAST
+    tokens: torch.Tensor  # (B, L) token ids of the text part (the last L prefix positions)
+
+    @property
+    def flags(self) -> torch.Tensor:
+        """Block flags: response and FAST tokens are causal (each starts a block), the rest bidirectional."""
+        return self.kind != PROMPT
+
+    @property
+    def visible(self) -> torch.Tensor:
+        """Real tokens the action expert may attend to: everything but FAST tokens."""
+        return self.pad & (self.kind != FAST)
+
+
+class PiModel(nn.Module):
+    """pi0.5 (variant "pi05") or pi0 (variant "pi0"); forward(batch) -> {"loss", ...}; sample_actions(batch)."""
+
+    def __init__(
+        self,
+        config: PiConfig,
+        fast_tokenizer: FastTokenizer | None = None,
+        prompt_tokenizer: PromptTokenizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = cfg = config
+        we = cfg.expert.width
+        pi05 = cfg.variant == "pi05"
+        self.backbone = PaliGemmaBackbone(cfg.vision, cfg.vlm, cfg.vocab_size, cfg.dropout)
+        self.expert = GemmaTower(cfg.expert, cond_dim=we if pi05 else None, dropout=cfg.dropout)
+        self.action_in_proj = nn.Linear(cfg.max_action_dim, we)
+        self.action_out_proj = nn.Linear(we, cfg.max_action_dim)
+        if pi05:
+            self.time_mlp_in = nn.Linear(we, we)
+            self.time_mlp_out = nn.Linear(we, we)
+            if cfg.state_mode == "continuous":
+                self.state_proj = nn.Linear(cfg.max_state_dim, cfg.vlm.width)
+        else:
+            self.state_proj = nn.Linear(cfg.max_state_dim, we)
+            self.action_time_mlp_in = nn.Linear(2 * we, we)
+            self.action_time_mlp_out = nn.Linear(we, we)
+        self.backbone.language_model.gradient_checkpointing = cfg.gradient_checkpointing
+        self.expert.gradient_checkpointing = cfg.gradient_checkpointing
+        self._prompt_tokenizer = prompt_tokenizer
+        self._fast_tokenizer = fast_tokenizer
+        self.apply(_init_weights)
+        if cfg.dtype == "bfloat16":
+            self.to(torch.bfloat16)
+        self._apply_freezing()
+
+    # ------------------------------------------------------------------ setup
+    def _frozen_modules(self) -> list[nn.Module]:
+        """Modules frozen by the config: the vision tower or the whole VLM, and/or the action expert side."""
+        cfg = self.config
+        frozen: list[nn.Module] = []
+        if cfg.train_expert_only:
+            frozen.append(self.backbone)
+        elif cfg.freeze_vision_encoder:
+            frozen.append(self.backbone.vision_tower)
+        if cfg.freeze_expert:
+            names = ["expert", "action_in_proj", "action_out_proj", "time_mlp_in", "time_mlp_out"]
+            if cfg.variant == "pi0":
+                names += ["state_proj", "action_time_mlp_in", "action_time_mlp_out"]
+            frozen += [getattr(self, n) for n in names if hasattr(self, n)]
+        return frozen
+
+    def _apply_freezing(self) -> None:
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> PiModel:
+        """Frozen parts stay in eval mode (no dropout) while the rest trains."""
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        return self
+
+    @property
+    def prompt_tokenizer(self) -> PromptTokenizer:
+        if self._prompt_tokenizer is None:
+            self._prompt_tokenizer = PromptTokenizer(
+                self.config.tokenizer_name, self.config.tokenizer_max_length
+            )
+        return self._prompt_tokenizer
+
+    @property
+    def fast_tokenizer(self) -> FastTokenizer:
+        if self._fast_tokenizer is None:
+            if self.config.fast_tokenizer_path is None:
+                raise ValueError(
+                    "FAST is used but config.fast_tokenizer_path is not set and no tokenizer was given"
+                )
+            self._fast_tokenizer = FastTokenizer.load(self.config.fast_tokenizer_path)
+        fast = self._fast_tokenizer
+        if fast.vocab_size + self.config.fast_skip_tokens + 1 >= self.config.vocab_size:
+            raise ValueError(
+                f"FAST vocab {fast.vocab_size} + skip {self.config.fast_skip_tokens} does not fit in the VLM "
+                f"vocabulary of {self.config.vocab_size}"
+            )
+        return fast
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.action_in_proj.weight.dtype
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json + model.safetensors."""
+        from tau_models.checkpoint import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | Path,
+        config: PiConfig | None = None,
+        strict: bool = False,
+        **config_overrides: Any,
+    ) -> PiModel:
+        """Load a tau, LeRobot or OpenTau checkpoint folder / hub id (see tau_models.checkpoint)."""
+        from tau_models.checkpoint import from_pretrained
+
+        return from_pretrained(path_or_hub_id, config, strict, **config_overrides)
+
+    # ------------------------------------------------------------------ inputs
+    def prepare_images(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch images (B, N_cam, 3, H, W) in [0, 1] -> model resolution in [-1, 1], and the camera mask."""
+        images = batch["images"]
+        if images.ndim != 5 or images.shape[2] != 3:
+            raise ValueError(f"batch['images'] must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
+        _check_finite(images, "images")
+        images = to_model_range(resize_with_pad(images.float(), self.config.vision.image_size))
+        mask = batch.get("image_mask")
+        if mask is None:
+            mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
+        return images.to(self.dtype), mask.bool()
+
+    def build_prompts(self, batch: dict[str, Any], advantage: list[bool | None] | None = None) -> list[str]:
+        """Prompt strings for the batch: task, discretised state (pi0.5 discrete mode), advantage indicator."""
+        tasks = batch["prompt"]
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        cfg = self.config
+        if advantage is None:
+            advantage = [None] * len(tasks)
+        prompts = []
+        for i, task in enumerate(tasks):
+            bins = None
+            if cfg.variant == "pi05" and cfg.state_mode == "discrete":
+                dim = int(batch["state_dim"][i]) if "state_dim" in batch else cfg.max_state_dim
+                state = batch["state"][i, :dim]
+                if not torch.isfinite(torch.as_tensor(state)).all():
+                    raise ValueError(f"batch['state'][{i}] contains NaN or inf")
+                bins = discretize_state(state, cfg.state_bins)
+            prompts.append(format_prompt(task, bins, advantage[i], cfg.variant))
+        return prompts
+
+    def training_advantages(self, batch: dict[str, Any]) -> list[bool | None] | None:
+        """Per-sample advantage indicator for training: the label, dropped with advantage_dropout (for CFG)."""
+        if not self.config.advantage_conditioning:
+            return None
+        if "advantage_positive" not in batch:
+            raise ValueError("advantage_conditioning is on but the batch has no 'advantage_positive'")
+        labels = [bool(x) for x in torch.as_tensor(batch["advantage_positive"]).reshape(-1).tolist()]
+        drop = self.config.advantage_dropout if self.training else 0.0
+        dropped = (torch.rand(len(labels)) < drop).tolist()
+        return [None if d else label for d, label in zip(dropped, labels)]
+
+    def fast_token_ids(self, actions: torch.Tensor) -> list[list[int]]:
+        """FAST-encode the padded action chunks and map them onto the VLM vocabulary tail, ending with <eos>."""
+        cfg = self.config
+        fast_ids = self.fast_tokenizer.encode(actions.detach().float().cpu().numpy())
+        top = cfg.vocab_size - 1 - cfg.fast_skip_tokens
+        out = []
+        for ids in fast_ids:
+            if len(ids) + 1 > cfg.fast_max_tokens:
+                logger.warning(
+                    "FAST sequence of %d tokens truncated to %d", len(ids) + 1, cfg.fast_max_tokens
+                )
+            out.append([top - i for i in ids][: cfg.fast_max_tokens - 1] + [EOS_ID])
+        return out
+
+    def embed_prefix(
+        self,
+        images: torch.Tensor,
+        image_mask: torch.Tensor,
+        tokens: torch.Tensor,
+        token_pad: torch.Tensor,
+        token_kind: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+    ) -> Prefix:
+        """[camera tokens, (continuous state token), prompt (+ response) (+ FAST) tokens] with pad mask and kinds."""
+        b = images.shape[0]
+        img = self.backbone.embed_images(images)
+        per_cam = img.shape[1] // images.shape[1]
+        parts, pads = [img], [image_mask.repeat_interleave(per_cam, dim=1)]
+        if self.config.variant == "pi05" and self.config.state_mode == "continuous":
+            parts.append(self.state_proj(state.to(self.dtype))[:, None])
+            pads.append(torch.ones(b, 1, dtype=torch.bool, device=img.device))
+        parts.append(self.backbone.embed_tokens(tokens))
+        pads.append(token_pad.bool())
+        embs, pad = torch.cat(parts, dim=1), torch.cat(pads, dim=1)
+        kind = torch.full_like(pad, PROMPT, dtype=torch.long)
+        if token_kind is not None:
+            kind[:, -tokens.shape[1] :] = token_kind
+        return Prefix(embs=embs, pad=pad, kind=kind, tokens=tokens)
+
+    def prefix_from_batch(
+        self,
+        batch: dict[str, Any],
+        advantage: list[bool | None] | None = None,
+        fast_ids: list[list[int]] | None = None,
+        response_ids: list[list[int]] | None = None,
+    ) -> Prefix:
+        """Images, prompts (+ response / FAST token ids) of a standard batch -> Prefix."""
+        images, image_mask = self.prepare_images(batch)
+        prompts = self.build_prompts(batch, advantage)
+        tokens, pad, kind = self.prompt_tokenizer.encode(prompts, response_ids, fast_ids)
+        dev = images.device
+        state = batch["state"].to(dev).float() if "state" in batch else None
+        return self.embed_prefix(images, image_mask.to(dev), tokens.to(dev), pad.to(dev), kind.to(dev), state)
+
+    def response_token_ids(self, batch: dict[str, Any]) -> list[list[int]] | None:
+        """Token ids of batch["response"] (subtask / answer text) when the response head is trained."""
+        if self.config.response_loss_weight <= 0 or "response" not in batch:
+            return None
+        responses = batch["response"]
+        responses = [responses] if isinstance(responses, str) else list(responses)
+        return [self.prompt_tokenizer.response_ids(r, self.config.response_max_tokens) for r in responses]
+
+    # ------------------------------------------------------------------ action expert
+    def time_condition(self, t: torch.Tensor) -> torch.Tensor:
+        """pi0.5 adaRMS condition: sinusoid(t) -> time_mlp_in -> swish -> time_mlp_out -> swish."""
+        emb = time_embedding(t, self.config.expert.width, self.config.min_period, self.config.max_period)
+        return F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(emb.to(self.dtype)))))
+
+    def embed_suffix(
+        self, x_t: torch.Tensor, t: torch.Tensor, state: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Suffix tokens, their block flags and the adaRMS condition (None for pi0)."""
+        actions = self.action_in_proj(x_t.to(self.dtype))
+        b, horizon, _ = actions.shape
+        flags = torch.zeros(b, horizon, dtype=torch.bool, device=actions.device)
+        flags[:, 0] = True
+        if self.config.variant == "pi05":
+            return actions, flags, self.time_condition(t)
+        if state is None:
+            raise ValueError("pi0 needs batch['state']")
+        emb = time_embedding(t, self.config.expert.width, self.config.min_period, self.config.max_period)
+        mixed = torch.cat([actions, emb.to(self.dtype)[:, None].expand(-1, horizon, -1)], dim=2)
+        actions = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(mixed)))
+        state_tok = self.state_proj(state.to(self.dtype))[:, None]
+        state_flag = torch.ones(b, 1, dtype=torch.bool, device=actions.device)
+        return torch.cat([state_tok, actions], dim=1), torch.cat([state_flag, flags], dim=1), None
+
+    def velocity(
+        self,
+        kv: KVCache,
+        prefix_visible: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predicted velocity (B, T, D) of the noisy chunk x_t at time t, attending to the cached prefix."""
+        embs, flags, cond = self.embed_suffix(x_t, t, state)
+        pad = torch.ones_like(flags)
+        mask = additive_mask(suffix_attention(prefix_visible, pad, flags), embs.dtype)
+        start = prefix_visible.sum(dim=1)
+        positions = start[:, None] + torch.arange(embs.shape[1], device=embs.device)[None]
+        hidden, _ = self.expert(embs, positions, mask, cond, kv_prefix=kv)
+        out, _ = self.expert.norm(hidden, cond)
+        return self.action_out_proj(out[:, -x_t.shape[1] :]).float()
+
+    def expert_kv(self, kv: KVCache) -> KVCache:
+        """The prefix keys/values the expert reads: detached under knowledge insulation."""
+        if self.config.knowledge_insulation:
+            return [(k.detach(), v.detach()) for k, v in kv]
+        return kv
+
+    # ------------------------------------------------------------------ training
+    def flow_loss_per_element(
+        self,
+        prefix: Prefix,
+        actions: torch.Tensor,
+        noise: torch.Tensor,
+        t: torch.Tensor,
+        state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(u - v)^2 per element (B, T, D), unmasked (LeRobot's PI05Pytorch.forward output)."""
+        _, kv = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=True)
+        x_t, u = noisy_actions(actions.float(), noise.float(), t.float())
+        v = self.velocity(self.expert_kv(kv), prefix.visible, x_t, t, state)
+        return (u - v) ** 2
+
+    def forward(
+        self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Training losses on a standard batch: flow matching (+ FAST cross-entropy), weighted into "loss"."""
+        cfg = self.config
+        _require(batch, ("images", "prompt", "state", "actions"))
+        actions = batch["actions"].float()
+        b, horizon, dim = actions.shape
+        if (horizon, dim) != (cfg.chunk_size, cfg.max_action_dim):
+            raise ValueError(
+                f"batch['actions'] has shape {tuple(actions.shape)}, expected (B, {cfg.chunk_size}, {cfg.max_action_dim})"
+            )
+        _check_finite(actions, "actions")
+        dev = actions.device
+        fast_ids = self.fast_token_ids(actions) if cfg.uses_fast else None
+        response_ids = self.response_token_ids(batch)
+        prefix = self.prefix_from_batch(batch, self.training_advantages(batch), fast_ids, response_ids)
+        needs_hidden = cfg.uses_fast or response_ids is not None
+        hidden, kv = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=not needs_hidden)
+        noise = torch.randn_like(actions) if noise is None else noise.to(dev).float()
+        t = (
+            sample_time(b, cfg.time_beta_alpha, cfg.time_beta_beta, cfg.time_scale, cfg.time_offset, dev)
+            if time is None
+            else time.to(dev).float()
+        )
+        state = batch["state"].to(dev).float()
+        x_t, u = noisy_actions(actions, noise, t)
+        v = self.velocity(self.expert_kv(kv), prefix.visible, x_t, t, state)
+        mask = action_loss_mask(batch.get("action_is_pad"), batch.get("action_dim"), (b, horizon, dim), dev)
+        flow = masked_mean((u - v) ** 2, mask)
+        out = {"flow_loss": flow}
+        loss = cfg.flow_loss_weight * flow
+        if cfg.uses_fast:
+            fast = self.token_loss(hidden, prefix, FAST)
+            out["fast_loss"] = fast
+            loss = loss + cfg.fast_loss_weight * fast
+        if response_ids is not None:
+            response = self.token_loss(hidden, prefix, RESPONSE)
+            out["response_loss"] = response
+            loss = loss + cfg.response_loss_weight * response
+        out["loss"] = loss
+        return out
+
+    def token_loss(self, hidden: torch.Tensor, prefix: Prefix, kind: int) -> torch.Tensor:
+        """Next-token cross-entropy on the tokens of one segment kind (FAST or RESPONSE), mean over real tokens."""
+        ids = torch.zeros(prefix.pad.shape, dtype=torch.long, device=hidden.device)
+        ids[:, prefix.pad.shape[1] - prefix.tokens.shape[1] :] = prefix.tokens
+        targets_mask = (prefix.kind[:, 1:] == kind) & prefix.pad[:, 1:]
+        if not targets_mask.any():
+            return hidden.sum() * 0.0
+        logits = self.backbone.logits(hidden[:, :-1][targets_mask]).float()
+        return F.cross_entropy(logits, ids[:, 1:][targets_mask])
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def sample_actions(
+        self,
+        batch: dict[str, Any],
+        noise: torch.Tensor | None = None,
+        num_steps: int | None = None,
+        mode: Literal["flow", "fast"] = "flow",
+        guidance_weight: float | None = None,
+        advantage: bool | None = None,
+        predict_response: bool = False,
+    ) -> torch.Tensor:
+        """Action chunks (B, chunk, max_action_dim).
+
+        mode "flow": Euler integration from t=1 (noise) to 0, the prefix run once and its KV cache reused.
+        mode "fast": greedy KV-cached decoding of FAST tokens, then the inverse FAST transform.
+        guidance_weight w (needs advantage conditioning): v = v_uncond + w (v_cond - v_uncond), where the
+        conditioned prompt says "Advantage: positive" and the unconditioned one has no advantage line.
+        predict_response: first decode the response / subtask text greedily and put it in the prefix.
+        Dropout follows the module mode: call model.eval() for inference.
+        """
+        cfg = self.config
+        _require(batch, ("images", "prompt", "state"))
+        b = batch["images"].shape[0]
+        if advantage is None and cfg.advantage_conditioning:
+            advantage = True
+        advantages: list[bool | None] = [advantage] * b
+        if guidance_weight is not None:
+            if not cfg.advantage_conditioning:
+                raise ValueError("guidance_weight needs a model trained with advantage_conditioning=True")
+            batch, advantages = _repeat_batch(batch, 2), [True] * b + [None] * b
+        prefix = self.prefix_from_batch(batch, advantages)
+        if predict_response:
+            prefix = self.prefix_from_batch(
+                batch,
+                advantages,
+                response_ids=[
+                    [*ids, EOS_ID] for ids in self.generate_tokens(prefix, cfg.response_max_tokens)
+                ],
+            )
+        state = batch["state"].float().to(prefix.embs.device)
+        if mode == "fast":
+            fast_ids = self.generate_fast_tokens(prefix)[:b]
+            chunks = self.fast_tokenizer.decode(
+                fast_ids, time_horizon=cfg.chunk_size, action_dim=cfg.max_action_dim
+            )
+            return torch.as_tensor(np.asarray(chunks), dtype=torch.float32, device=prefix.embs.device)
+        if mode != "flow":
+            raise ValueError(f"mode must be 'flow' or 'fast', got {mode!r}")
+        _, kv = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=True)
+        steps = num_steps or cfg.num_inference_steps
+        dev = prefix.embs.device
+        x = (
+            torch.randn(b, cfg.chunk_size, cfg.max_action_dim, device=dev)
+            if noise is None
+            else noise.float().to(dev)
+        )
+        dt = -1.0 / steps
+        for k in range(steps):
+            t = torch.full((x.shape[0],), 1.0 + k * dt, dtype=torch.float32, device=dev)
+            if guidance_weight is None:
+                v = self.velocity(kv, prefix.visible, x, t, state)
+            else:
+                v2 = self.velocity(kv, prefix.visible, torch.cat([x, x]), torch.cat([t, t]), state)
+                v = guided_velocity(v2[b:], v2[:b], guidance_weight)
+            x = x + dt * v
+        return x
+
+    @torch.no_grad()
+    def generate_fast_tokens(self, prefix: Prefix) -> list[list[int]]:
+        """Greedy KV-cached decoding of FAST tokens; only FAST-range ids and <eos> can be chosen. Returns FAST ids."""
+        cfg = self.config
+        top = cfg.vocab_size - 1 - cfg.fast_skip_tokens
+        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=prefix.embs.device)
+        allowed[top - self.fast_tokenizer.vocab_size + 1 : top + 1] = True
+        allowed[EOS_ID] = True
+        seqs = self.generate_tokens(prefix, cfg.fast_max_tokens, allowed)
+        return [[top - i for i in seq] for seq in seqs]
+
+    @torch.no_grad()
+    def generate_responses(self, batch: dict[str, Any], advantage: bool | None = None) -> list[list[int]]:
+        """Greedy KV-cached decoding of the response / subtask text after the prompt; token ids without <eos>."""
+        if advantage is None and self.config.advantage_conditioning:
+            advantage = True
+        prefix = self.prefix_from_batch(batch, [advantage] * batch["images"].shape[0])
+        return self.generate_tokens(prefix, self.config.response_max_tokens)
+
+    @torch.no_grad()
+    def generate_tokens(
+        self, prefix: Prefix, max_tokens: int, allowed: torch.Tensor | None = None
+    ) -> list[list[int]]:
+        """Greedy autoregressive decoding over the VLM after the prefix, reusing a growing KV cache.
+
+        Stops at <eos> (not returned) or after max_tokens; allowed (vocab,) bool restricts the choices.
+        """
+        lm = self.backbone.language_model
+        hidden, cache = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags)
+        b, n_tok = prefix.pad.shape
+        dev = hidden.device
+        last = (prefix.pad.long() * torch.arange(n_tok, device=dev)).argmax(dim=1)
+        logits = self.backbone.logits(hidden[torch.arange(b, device=dev), last])
+        keys_pad = prefix.pad
+        position = prefix.pad.sum(dim=1)
+        finished = torch.zeros(b, dtype=torch.bool, device=dev)
+        generated: list[torch.Tensor] = []
+        for _ in range(max_tokens):
+            scores = (
+                logits.float() if allowed is None else logits.float().masked_fill(~allowed, float("-inf"))
+            )
+            token = torch.where(
+                finished, torch.full_like(finished, EOS_ID, dtype=torch.long), scores.argmax(dim=-1)
+            )
+            generated.append(token)
+            finished |= token == EOS_ID
+            if finished.all():
+                break
+            keys_pad = torch.cat([keys_pad, torch.ones(b, 1, dtype=torch.bool, device=dev)], dim=1)
+            mask = additive_mask(keys_pad[:, None, :], hidden.dtype)
+            h, new_kv = lm(
+                self.backbone.embed_tokens(token[:, None]), position[:, None], mask, kv_prefix=cache
+            )
+            cache = [
+                (torch.cat([k0, k1], dim=2), torch.cat([v0, v1], dim=2))
+                for (k0, v0), (k1, v1) in zip(cache, new_kv)
+            ]
+            position = position + 1
+            logits = self.backbone.logits(h[:, 0])
+        return [_until_eos(seq) for seq in torch.stack(generated, dim=1).tolist()]
+
+
+def _check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Reject NaN / inf inputs with the batch key named (shape-only meta tensors are skipped)."""
+    if tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+        raise ValueError(f"batch['{name}'] contains NaN or inf")
+
+
+def _require(batch: dict[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(
+            f"batch is missing {missing}; a standard batch has images, image_mask, state, state_dim, "
+            f"actions, action_dim, action_is_pad and prompt"
+        )
+
+
+def _until_eos(seq: list[int]) -> list[int]:
+    return seq[: seq.index(EOS_ID)] if EOS_ID in seq else seq
+
+
+def _repeat_batch(batch: dict[str, Any], times: int) -> dict[str, Any]:
+    """Concatenate a batch with itself (tensors along dim 0, prompt lists extended)."""
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = torch.cat([value] * times)
+        elif isinstance(value, (list, tuple)):
+            out[key] = list(value) * times
+        else:
+            out[key] = value
+    return out
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Small normal init for linear/embedding weights, identity adaRMS modulation (checkpoints overwrite both)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    if isinstance(module, AdaRMSNorm):
+        module.reset_modulation()

@@ -1,0 +1,200 @@
+"""pi0.5 / pi0 behaviour on tiny configs: loss masking, time sampling, dropout, freezing, state modes, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_batch
+from tau_models import PiModel, resize_with_pad, tiny_pi0_config, tiny_pi05_config
+from tau_models.flow import sample_time
+
+
+@pytest.fixture
+def model(tokenizer_dir):
+    return PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, dropout=0.0))
+
+
+def fixed(b=2):
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(b, 10, 32, generator=g), torch.rand(b, generator=g)
+
+
+def test_forward_backward(model):
+    out = model(make_batch(2))
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert model.action_out_proj.weight.grad.abs().sum() > 0
+
+
+def test_loss_is_mean_over_real_steps_and_dims(model):
+    batch = make_batch(2)
+    batch["action_is_pad"][0, 6:] = True
+    batch["action_dim"] = torch.tensor([7, 4])
+    noise, time = fixed()
+    model.eval()
+    with torch.no_grad():
+        loss = model(batch, noise=noise, time=time)["loss"]
+        per_element = model.flow_loss_per_element(
+            model.prefix_from_batch(batch), batch["actions"], noise, time
+        )
+    real = torch.zeros(2, 10, 32, dtype=torch.bool)
+    real[0, :6, :7] = True
+    real[1, :, :4] = True
+    torch.testing.assert_close(loss, per_element[real].mean())
+    assert not torch.allclose(loss, per_element.mean())
+
+
+def test_time_distribution():
+    t = sample_time(20000, 1.5, 1.0, 0.999, 0.001)
+    assert t.min() >= 0.001 and t.max() <= 1.0
+    assert abs(t.mean().item() - (0.6 * 0.999 + 0.001)) < 0.01  # Beta(1.5, 1) mean 0.6
+
+
+def test_sampling_shape_and_steps(model):
+    model.eval()
+    noise = torch.randn(2, 10, 32)
+    a10 = model.sample_actions(make_batch(2), noise=noise)
+    a3 = model.sample_actions(make_batch(2), noise=noise, num_steps=3)
+    assert a10.shape == (2, 10, 32) and not torch.allclose(a10, a3)
+
+
+def test_dropout_train_only(tokenizer_dir):
+    model = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, dropout=0.1))
+    batch, (noise, time) = make_batch(2), fixed()
+    model.train()
+    assert not torch.equal(
+        model(batch, noise=noise, time=time)["loss"], model(batch, noise=noise, time=time)["loss"]
+    )
+    model.eval()
+    torch.testing.assert_close(
+        model(batch, noise=noise, time=time)["loss"],
+        model(batch, noise=noise, time=time)["loss"],
+        rtol=0,
+        atol=0,
+    )
+    assert all(m.p == 0.1 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_freeze_vision_encoder(tokenizer_dir):
+    model = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, freeze_vision_encoder=True)).train()
+    assert not any(p.requires_grad for p in model.backbone.vision_tower.parameters())
+    assert all(p.requires_grad for p in model.backbone.language_model.parameters())
+    assert not model.backbone.vision_tower.training and model.expert.training
+
+
+def test_train_expert_only(tokenizer_dir):
+    model = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, train_expert_only=True)).train()
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.expert.parameters())
+    model(make_batch(2))["loss"].backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_freeze_expert(tokenizer_dir):
+    model = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, freeze_expert=True)).train()
+    frozen = [
+        model.expert,
+        model.action_in_proj,
+        model.action_out_proj,
+        model.time_mlp_in,
+        model.time_mlp_out,
+    ]
+    assert not any(p.requires_grad for m in frozen for p in m.parameters())
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    with pytest.raises(ValueError, match="nothing to train"):
+        tiny_pi05_config(freeze_expert=True, train_expert_only=True)
+
+
+def test_discrete_state_reaches_the_prompt(model):
+    batch = make_batch(1)
+    batch["state"][0, :3] = torch.tensor([-1.0, 0.0, 0.999])
+    batch["state_dim"] = torch.tensor([3])
+    assert model.build_prompts(batch) == ["Task: pick up the red block, State: 0 128 255;\nAction: "]
+
+
+def test_continuous_state_token(tokenizer_dir):
+    model = PiModel(
+        tiny_pi05_config(tokenizer_name=tokenizer_dir, state_mode="continuous", dropout=0.0)
+    ).eval()
+    batch = make_batch(1)
+    assert "State" not in model.build_prompts(batch)[0]
+    noise = torch.randn(1, 10, 32)
+    a = model.sample_actions(batch, noise=noise)
+    batch["state"] = batch["state"] + 0.5
+    assert not torch.allclose(a, model.sample_actions(batch, noise=noise))
+
+
+def test_pi0_variant(tokenizer_dir):
+    model = PiModel(tiny_pi0_config(tokenizer_name=tokenizer_dir, dropout=0.0))
+    assert (
+        hasattr(model, "state_proj")
+        and hasattr(model, "action_time_mlp_in")
+        and not hasattr(model, "time_mlp_in")
+    )
+    batch = make_batch(2)
+    assert model.build_prompts(batch)[0] == "pick up the red block\n"
+    model(batch)["loss"].backward()
+    assert (
+        model.state_proj.weight.grad.abs().sum() > 0 and model.backbone.projector.weight.grad.abs().sum() > 0
+    )
+    model.eval()
+    noise = torch.randn(2, 10, 32)
+    a = model.sample_actions(batch, noise=noise)
+    batch["state"] = batch["state"] + 0.5
+    assert a.shape == (2, 10, 32) and not torch.allclose(a, model.sample_actions(batch, noise=noise))
+
+
+def test_bad_inputs_raise(model):
+    batch = make_batch(2)
+    batch["actions"] = batch["actions"][:, :, :7]
+    with pytest.raises(ValueError, match="expected"):
+        model(batch)
+    batch = make_batch(2)
+    batch["actions"][0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model(batch)
+    with pytest.raises(ValueError, match="variant"):
+        tiny_pi05_config(variant="pi1")
+    batch = make_batch(2)
+    batch["state"][1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"state'\]\[1\]"):
+        model(batch)
+    batch = make_batch(2)
+    del batch["prompt"]
+    with pytest.raises(KeyError, match="prompt"):
+        model.sample_actions(batch)
+
+
+def test_images_are_resized_with_pad(model):
+    wide = torch.rand(1, 1, 3, 28, 56)
+    out = resize_with_pad(wide, 56)
+    assert out.shape == (1, 1, 3, 56, 56)
+    assert out[..., :14, :].abs().max() == 0 and out[..., 42:, :].abs().max() == 0
+    assert out[..., 14:42, :].abs().min() > 0 or out[..., 14:42, :].mean() > 0.3
+    same = torch.rand(1, 1, 3, 56, 56)
+    assert resize_with_pad(same, 56) is same
+    batch = make_batch(1, image_size=112)
+    assert model.sample_actions(batch).shape == (1, 10, 32)
+
+
+def test_gradient_checkpointing_same_gradients(tokenizer_dir):
+    batch, (noise, time) = make_batch(2), fixed()
+    grads = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = PiModel(
+            tiny_pi05_config(tokenizer_name=tokenizer_dir, dropout=0.0, gradient_checkpointing=flag)
+        )
+        model(batch, noise=noise, time=time)["loss"].backward()
+        grads.append(model.backbone.language_model.layers[0].mlp.up_proj.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_kv_only_prefix_pass_gives_the_same_cache(model):
+    prefix = model.prefix_from_batch(make_batch(2))
+    with torch.no_grad():
+        hidden, full = model.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags)
+        none, short = model.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=True)
+    assert hidden is not None and none is None
+    for (k0, v0), (k1, v1) in zip(full, short):
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)

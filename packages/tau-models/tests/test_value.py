@@ -1,0 +1,59 @@
+"""RECAP value model: return <-> bin helpers, cross-entropy training, initialisation from the policy's VLM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_batch
+from tau_models import (
+    PiModel,
+    ValueModel,
+    bin_centers,
+    expected_value,
+    returns_to_bins,
+    tiny_pi05_config,
+    tiny_value_config,
+)
+
+
+def test_bins_and_expected_value():
+    centers = bin_centers(201)
+    assert centers[0] == -1.0 and centers[-1] == 0.0 and len(centers) == 201
+    assert torch.equal(returns_to_bins(centers), torch.arange(201))
+    assert returns_to_bins(torch.tensor([-1.0, -0.5, 0.0, -0.0026])).tolist() == [0, 100, 200, 199]
+    one_hot = torch.full((3, 201), -1e4)
+    one_hot[torch.arange(3), torch.tensor([0, 100, 200])] = 0.0
+    torch.testing.assert_close(expected_value(one_hot), torch.tensor([-1.0, -0.5, 0.0]))
+    with pytest.raises(ValueError, match=r"\[-1, 0\]"):
+        returns_to_bins(torch.tensor([0.5]))
+
+
+def test_value_training_reduces_loss(tokenizer_dir):
+    model = ValueModel(tiny_value_config(tokenizer_name=tokenizer_dir, dropout=0.0))
+    batch = make_batch(2)
+    batch["return"] = torch.tensor([-0.8, -0.1])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    first = None
+    for _ in range(15):
+        loss = model(batch)["loss"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first * 0.5
+    values = model.predict_value(batch)
+    assert values.shape == (2,) and values[0] < values[1]
+    with pytest.raises(ValueError, match="return"):
+        model({k: v for k, v in batch.items() if k != "return"})
+
+
+def test_init_from_policy_and_save_load(tmp_path, tokenizer_dir):
+    policy = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir))
+    value = ValueModel.from_policy(policy)
+    for (k, a), (_, b) in zip(policy.backbone.state_dict().items(), value.backbone.state_dict().items()):
+        assert torch.equal(a, b), k
+    value.save_pretrained(tmp_path)
+    again = ValueModel.from_pretrained(tmp_path)
+    batch = make_batch(1)
+    value.eval(), again.eval()
+    torch.testing.assert_close(value.predict_value(batch), again.predict_value(batch))

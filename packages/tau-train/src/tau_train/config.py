@@ -1,0 +1,249 @@
+"""Typed training configuration: dataclasses loaded from YAML with dotted command-line overrides (OmegaConf)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+MIXED_PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # not "no": YAML reads a bare `no` as false
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be loaded or cannot work; the message names the field and what was expected."""
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW hyper-parameters; `fused=None` picks the fused kernel when every trainable parameter is on CUDA."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    fused: Optional[bool] = None
+    grad_clip: float = (
+        1.0  # max global grad norm; 0 disables clipping (the norm is still computed and checked)
+    )
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warmup from 0 to the peak LR, then cosine decay to `min_lr_ratio * peak` at `decay_steps`."""
+
+    warmup_steps: int = 0
+    decay_steps: Optional[int] = None  # None: decay over the whole run (`TrainConfig.steps`)
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class ParamGroupConfig:
+    """Parameters whose names match any glob in `patterns` get their own LR / weight decay (first match wins)."""
+
+    patterns: list[str] = field(default_factory=list)
+    lr: Optional[float] = None  # None: the optimizer's lr
+    weight_decay: Optional[float] = None  # None: the optimizer's weight_decay
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the trainable weights, updated after every optimizer step."""
+
+    enabled: bool = False
+    decay: float = 0.999
+    start_step: int = 0  # before this step the EMA copies the weights
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA adapters injected through peft; every other parameter is frozen except those matching `trainable`."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    trainable: list[str] = field(default_factory=list)  # globs of parameters kept fully trainable
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written, how many are kept, and where a run resumes from."""
+
+    every_steps: int = 1000  # 0: only at the end of the run
+    keep_last: int = 3  # 0: keep all
+    keep_every: int = 0  # additionally keep every checkpoint whose step is a multiple of this (0: none)
+    resume: str = "auto"  # "auto": latest complete checkpoint in output_dir, "never", or a checkpoint path
+    save_on_sigterm: bool = (
+        True  # on SIGTERM (cluster pre-emption): finish the step, checkpoint, return from fit
+    )
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging; wandb is imported only when enabled."""
+
+    enabled: bool = False
+    project: str = "tau"
+    entity: Optional[str] = None
+    name: Optional[str] = None
+    mode: str = "online"  # online | offline | disabled
+
+
+@dataclass
+class LoggingConfig:
+    """Metric sinks: JSONL always, TensorBoard and wandb optional, a progress bar and PNG plots at the end."""
+
+    every_steps: int = 10
+    tensorboard: bool = True
+    progress_bar: bool = True
+    plots: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class ValidationConfig:
+    """Validation loss on a held-out loader every `every_steps` (0: never) over at most `max_batches` (0: all)."""
+
+    every_steps: int = 0
+    max_batches: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `batch_size` is the global number of samples per optimizer step."""
+
+    output_dir: str = "runs/train"
+    steps: int = 1000
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU; or fp32 | bf16 | fp16
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    find_unused_parameters: bool = (
+        False  # DDP: needed when some trainable parameters get no gradient in a step
+    )
+    freeze: list[str] = field(default_factory=list)  # globs of parameter names to freeze
+    param_groups: list[ParamGroupConfig] = field(default_factory=list)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), schema: type[T] = TrainConfig
+) -> T:
+    """Load `schema` from a YAML file (optional) and dotted overrides like `optimizer.lr=3e-4`; types are checked."""
+    try:
+        merged = OmegaConf.structured(schema)
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        source = f"config file {path}" if path is not None else "config"
+        raise ConfigError(f"{source} / overrides {list(overrides)}: {error}") from error
+
+
+def config_to_yaml(config: Any) -> str:
+    """Render a dataclass config (or a plain dict) as YAML, the format `load_config` reads back."""
+    if dataclasses.is_dataclass(config):
+        return OmegaConf.to_yaml(OmegaConf.structured(config))
+    return OmegaConf.to_yaml(OmegaConf.create(config))
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain, JSON-able dict of a dataclass config or dict (for logging and for comparing configs on resume)."""
+    if isinstance(config, dict):
+        return OmegaConf.to_container(OmegaConf.create(config), resolve=True)
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, as "key: old -> new"."""
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def validate_config(config: TrainConfig, world_size: int = 1) -> None:
+    """Reject a configuration that cannot work, before any training starts."""
+    problems = []
+    if config.steps <= 0:
+        problems.append(f"steps must be > 0, got {config.steps}")
+    if config.gradient_accumulation_steps <= 0:
+        problems.append(f"gradient_accumulation_steps must be > 0, got {config.gradient_accumulation_steps}")
+    elif config.batch_size <= 0 or config.batch_size % (config.gradient_accumulation_steps * world_size):
+        problems.append(
+            f"batch_size ({config.batch_size}) must be a positive multiple of gradient_accumulation_steps "
+            f"({config.gradient_accumulation_steps}) x processes ({world_size}) = "
+            f"{config.gradient_accumulation_steps * world_size}"
+        )
+    if config.mixed_precision not in MIXED_PRECISION_CHOICES:
+        problems.append(
+            f"mixed_precision must be one of {MIXED_PRECISION_CHOICES}, got {config.mixed_precision!r}"
+        )
+    optim = config.optimizer
+    if optim.lr <= 0:
+        problems.append(f"optimizer.lr must be > 0, got {optim.lr}")
+    if optim.weight_decay < 0:
+        problems.append(f"optimizer.weight_decay must be >= 0, got {optim.weight_decay}")
+    if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
+        problems.append(f"optimizer.betas must be two numbers in [0, 1), got {optim.betas}")
+    if optim.grad_clip < 0:
+        problems.append(f"optimizer.grad_clip must be >= 0, got {optim.grad_clip}")
+    schedule = config.schedule
+    if schedule.warmup_steps < 0:
+        problems.append(f"schedule.warmup_steps must be >= 0, got {schedule.warmup_steps}")
+    decay_steps = schedule.decay_steps if schedule.decay_steps is not None else config.steps
+    if decay_steps < schedule.warmup_steps:
+        problems.append(
+            f"schedule.decay_steps ({decay_steps}) must be >= schedule.warmup_steps ({schedule.warmup_steps})"
+        )
+    if not 0 <= schedule.min_lr_ratio <= 1:
+        problems.append(f"schedule.min_lr_ratio must be in [0, 1], got {schedule.min_lr_ratio}")
+    for index, group in enumerate(config.param_groups):
+        if not group.patterns:
+            problems.append(f"param_groups[{index}].patterns is empty")
+        if group.lr is not None and group.lr <= 0:
+            problems.append(f"param_groups[{index}].lr must be > 0, got {group.lr}")
+    if config.ema.enabled and not 0 <= config.ema.decay < 1:
+        problems.append(f"ema.decay must be in [0, 1), got {config.ema.decay}")
+    if config.lora.enabled and (config.lora.r <= 0 or not config.lora.target_modules):
+        problems.append(
+            f"lora needs r > 0 and target_modules, got r={config.lora.r}, {config.lora.target_modules}"
+        )
+    ckpt = config.checkpoint
+    for name in ("every_steps", "keep_last", "keep_every"):
+        if getattr(ckpt, name) < 0:
+            problems.append(f"checkpoint.{name} must be >= 0, got {getattr(ckpt, name)}")
+    if config.logging.every_steps <= 0:
+        problems.append(f"logging.every_steps must be > 0, got {config.logging.every_steps}")
+    if config.logging.wandb.mode not in ("online", "offline", "disabled"):
+        problems.append(
+            f"logging.wandb.mode must be online, offline or disabled, got {config.logging.wandb.mode!r}"
+        )
+    if config.validation.every_steps < 0 or config.validation.max_batches < 0:
+        problems.append("validation.every_steps and validation.max_batches must be >= 0")
+    if problems:
+        raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
