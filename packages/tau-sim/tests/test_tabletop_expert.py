@@ -1,0 +1,46 @@
+import zlib
+
+import numpy as np
+import pytest
+
+from tau_sim import ExpertConfig, TabletopEnv, TabletopExpert
+from tau_sim.tabletop_tasks import TABLETOP_TASKS
+
+
+def _success_rate(config: ExpertConfig, episodes_per_task: int, layout: str = "slots") -> float:
+    wins = 0
+    tasks = tuple(TABLETOP_TASKS)
+    for name in tasks:
+        env = TabletopEnv(name, image_size=16, layout=layout)
+        for seed in range(episodes_per_task):
+            env.reset(seed=seed)
+            expert = TabletopExpert(config)
+            expert.reset(env.task, np.random.default_rng([seed, zlib.crc32(name.encode())]))
+            while True:
+                _, _, terminated, truncated, _ = env.step(expert.act(env.privileged_state()))
+                if terminated or truncated:
+                    break
+            wins += terminated
+    return wins / (len(tasks) * episodes_per_task)
+
+
+@pytest.mark.parametrize("layout", ["slots", "uniform"])
+def test_noiseless_expert_solves_every_task(layout):
+    assert _success_rate(ExpertConfig(), episodes_per_task=10, layout=layout) == 1.0
+
+
+def test_mistake_rate_sets_success_rate():
+    rate = _success_rate(ExpertConfig(action_noise=0.1, mistake_rate=0.4), episodes_per_task=18)
+    # 162 episodes, expected 0.6: 4 binomial standard deviations is +-0.155
+    assert abs(rate - 0.6) < 0.155, rate
+
+
+def test_large_action_noise_lowers_success():
+    assert _success_rate(ExpertConfig(action_noise=1.5), episodes_per_task=5) < 0.9
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="mistake_rate"):
+        ExpertConfig(mistake_rate=1.5)
+    with pytest.raises(ValueError, match="action_noise"):
+        ExpertConfig(action_noise=-1)
