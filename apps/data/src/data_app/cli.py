@@ -1,12 +1,96 @@
-"""Command line of `./pants run apps/data`."""
+"""`./pants run apps/data -- COMMAND`: dataset tools (info, stats, generate, convert)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
 
 import click
+from tau_data import DatasetError, convert_v21_to_v30, info, write_dataset_stats
+from tau_rl.rollouts import write_episodes
+from tau_sim import ExpertConfig, generate_demos, list_suites, suite_tasks
+
+DEFAULT_SUITE = "tabletop"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Not wired yet."""
-    raise click.ClickException("apps/data is not wired yet")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def main(verbose: bool) -> None:
+    """Dataset tools for LeRobot-format datasets (v2.1 and v3.0)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@main.command("info")
+@click.argument("dataset")
+def info_command(dataset: str) -> None:
+    """Print a dataset's features, episodes, fps and tasks as JSON. DATASET is a local root or a hub repo id."""
+    try:
+        summary = info(dataset)
+    except (DatasetError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps(summary, indent=2))
+
+
+@main.command("stats")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+def stats_command(dataset: str) -> None:
+    """Compute exact normalisation statistics (true quantiles) of DATASET and write them next to it."""
+    try:
+        path = write_dataset_stats(dataset)
+    except (DatasetError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"stats written to {path}")
+
+
+@main.command("generate")
+@click.option("--output", required=True, type=click.Path(file_okay=False),
+              help="Folder of the new LeRobot v3.0 dataset (must not exist).")
+@click.option("--suite", default=DEFAULT_SUITE, show_default=True,
+              help=f"Task suite to demonstrate; one of: {', '.join(list_suites())}.")
+@click.option("--tasks", default=None, help="Comma-separated task ids (e.g. tabletop/push_red_to_target); "
+              "overrides --suite.")
+@click.option("--episodes-per-task", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Scripted episodes per task.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the first episode; episode i uses seed + i.")
+@click.option("--action-noise", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Gaussian noise on the expert's actions (more noise, more failed episodes).")
+@click.option("--mistake-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Probability that the expert commits to a wrong plan in an episode.")
+def generate_command(output: str, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
+                     action_noise: float, mistake_rate: float) -> None:
+    """Write scripted tau-sim demonstrations (successes and failures) as a LeRobot v3.0 dataset."""
+    if Path(output).exists():
+        raise click.ClickException(f"{output} already exists; choose a new folder")
+    try:
+        task_ids = tasks.split(",") if tasks else suite_tasks(suite)
+    except KeyError as error:
+        raise click.ClickException(str(error)) from error
+    summary = write_demo_dataset(output, task_ids, episodes_per_task, seed, ExpertConfig(action_noise, mistake_rate))
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"dataset written to {output}")
+
+
+@main.command("convert")
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.argument("destination", type=click.Path())
+def convert_command(source: str, destination: str) -> None:
+    """Convert a LeRobot v2.1 dataset at SOURCE into a v3.0 dataset at DESTINATION."""
+    try:
+        path = convert_v21_to_v30(source, destination)
+    except (DatasetError, FileNotFoundError, FileExistsError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"v3.0 dataset written to {path}")
+
+
+def write_demo_dataset(output: str | Path, task_ids: list[str], episodes_per_task: int, seed: int,
+                       expert: ExpertConfig) -> dict:
+    """Run the scripted expert on every task and write the episodes (RECAP rewards included) as one dataset."""
+    try:
+        return write_episodes(generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert), output,
+                              failure_penalty=0.0)
+    except (KeyError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
 
 
 if __name__ == "__main__":

@@ -1,3 +1,55 @@
-"""tau-rl: RECAP (pi*0.6-style RL) for pi0.5: rollouts, value function, advantages, advantage-conditioned training."""
+"""tau-rl: RECAP (pi*0.6-style RL) for pi0.5: rollouts, value function, advantages, advantage-conditioned training.
+
+    config = RecapConfig(run_dir="runs/recap", demos=["data/tabletop_demos"], iterations=2)
+    summary = run_recap(config)   # resumable: rerun the same config after a crash
+
+Pure pieces: `normalised_returns` / `frame_returns` (rewards -1 per step, failure penalty, scaled to [-1, 0]),
+`n_step_advantages`, `choose_threshold` (target positive fraction), `advantage_labels`, `wilson_interval`.
+Stages: `collect_rollouts` + `write_episodes` (tau-sim -> LeRobot v3.0 via tau-data), `PiPolicy` (a tau-models
+policy behind tau-sim's Policy interface), and the per-iteration stages in `tau_rl.stages`.
+"""
+
+from tau_rl.advantages import n_step_advantages
+from tau_rl.conditioning import advantage_labels, model_conditioning
+from tau_rl.confidence import wilson_interval
+from tau_rl.config import (
+    AdvantageStageConfig,
+    EvalSettings,
+    PolicyStageConfig,
+    RecapConfig,
+    TrainingSettings,
+    ValueStageConfig,
+)
+from tau_rl.layout import RunLayout
+from tau_rl.policy_adapter import PiPolicy
+from tau_rl.recap import run_recap
+from tau_rl.returns import ReturnConfig, frame_returns, normalised_returns
+from tau_rl.rollouts import CollectConfig, RolloutEpisode, collect_rollouts, write_episodes
+from tau_rl.threshold import AdvantageThreshold, choose_threshold
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AdvantageStageConfig",
+    "AdvantageThreshold",
+    "CollectConfig",
+    "EvalSettings",
+    "PiPolicy",
+    "PolicyStageConfig",
+    "RecapConfig",
+    "ReturnConfig",
+    "RolloutEpisode",
+    "RunLayout",
+    "TrainingSettings",
+    "ValueStageConfig",
+    "advantage_labels",
+    "choose_threshold",
+    "collect_rollouts",
+    "frame_returns",
+    "model_conditioning",
+    "n_step_advantages",
+    "normalised_returns",
+    "run_recap",
+    "wilson_interval",
+    "write_episodes",
+]

@@ -1,0 +1,111 @@
+"""One training run: demonstrations (if asked), the mixture, the policy, tau-train's loop, the acting bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from tau_data import LeRobotDataset, MixtureConfig, MixtureDataset, make_loader
+from tau_models import PiConfig, PiModel, from_pretrained, pi0_config, pi05_config, tiny_pi0_config, tiny_pi05_config
+from tau_models.local_tokenizer import build_local_tokenizer
+from tau_rl.models import PolicyBundle
+from tau_rl.rollouts import CollectConfig, collect_rollouts, write_episodes
+from tau_sim import ExpertConfig, TabletopExpertPolicy, suite_tasks
+from tau_train import LoaderSpec, Trainer
+
+from train_app.config import TrainAppConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_PRESETS = {"tiny_pi05": tiny_pi05_config, "tiny_pi0": tiny_pi0_config, "pi05": pi05_config, "pi0": pi0_config}
+
+
+def ensure_demos(config: TrainAppConfig) -> None:
+    """Write scripted tabletop demonstrations to the first dataset's path unless it already exists."""
+    if config.demos is None:
+        return
+    root = Path(config.data["datasets"][0]["path"])
+    if (root / "meta" / "info.json").is_file():
+        return
+    demos = config.demos
+    log.info("generating %d demonstrations per task of suite %s into %s", demos.episodes_per_task, demos.suite, root)
+    expert = TabletopExpertPolicy(ExpertConfig(demos.action_noise, demos.mistake_rate), seed=demos.seed)
+    collect = CollectConfig(episodes_per_task=demos.episodes_per_task, seed=demos.seed, state_key=config.state_key)
+    episodes = collect_rollouts(expert, suite_tasks(demos.suite), collect, env_kwargs={"privileged_obs": True})
+    write_episodes(episodes, root, failure_penalty=0.0)
+
+
+def model_config(config: TrainAppConfig, tokenizer: str | None) -> PiConfig:
+    """The preset's PiConfig with the YAML overrides (nested sections merge field by field)."""
+    section = config.model
+    if section.preset not in MODEL_PRESETS:
+        raise ValueError(f"model.preset must be one of {sorted(MODEL_PRESETS)}, got {section.preset!r}")
+    data = MODEL_PRESETS[section.preset]().to_dict()
+    for key, value in section.overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    if tokenizer is not None:
+        data["tokenizer_name"] = tokenizer
+    return PiConfig.from_dict(data)
+
+
+def mixture_config(config: TrainAppConfig, model: PiConfig) -> MixtureConfig:
+    """The data section as a MixtureConfig whose sample layout matches the model's inputs."""
+    data = {**config.data, "image_size": [model.vision.image_size] * 2, "chunk_size": model.chunk_size,
+            "max_state_dim": model.max_state_dim, "max_action_dim": model.max_action_dim}
+    return MixtureConfig.from_dict(data)
+
+
+def prompt_tokenizer(config: TrainAppConfig) -> str | None:
+    """The tokenizer to use: as configured, or ("local") one trained on the datasets' task strings."""
+    name = config.model.tokenizer
+    if name != "local":
+        return name
+    folder = Path(config.train.output_dir) / "tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        tasks = [t for spec in config.data["datasets"] for t in LeRobotDataset(spec["path"]).meta.tasks.values()]
+        vocab = model_config(config, None).vocab_size
+        log.info("building a local prompt tokenizer (vocab %d) in %s", vocab, folder)
+        build_local_tokenizer(folder, tasks, vocab_size=vocab)
+    return str(folder)
+
+
+def build_policy(config: TrainAppConfig, tokenizer: str | None) -> PiModel:
+    """A fresh model of the configured size, or the pretrained checkpoint with the overrides applied."""
+    if config.model.pretrained is None:
+        return PiModel(model_config(config, tokenizer))
+    model = from_pretrained(config.model.pretrained)
+    overrides = dict(config.model.overrides)
+    if tokenizer is not None:
+        overrides["tokenizer_name"] = tokenizer
+    flat = {k: v for k, v in overrides.items() if not isinstance(v, dict)}
+    model.config = dataclasses.replace(model.config, **flat)
+    return model
+
+
+def train(config: TrainAppConfig) -> Path:
+    """Train and return the folder of the acting bundle (model, normaliser, sample layout) for `apps/eval`."""
+    ensure_demos(config)
+    tokenizer = prompt_tokenizer(config)
+    model = build_policy(config, tokenizer)
+    dataset = MixtureDataset(mixture_config(config, model.config))
+    log.info("mixture: %d frames from %d dataset(s), weights %s", len(dataset), len(dataset.members),
+             dataset.weights.round(3).tolist())
+
+    def loaders(spec: LoaderSpec):  # noqa: ANN202 - a torchdata StatefulDataLoader
+        return make_loader(dataset, spec.batch_size, num_workers=config.num_workers, seed=spec.seed,
+                           rank=spec.rank, world_size=spec.world_size)
+
+    trainer = Trainer(config.train, model, loaders, run_config=config)
+    trainer.fit()
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    folder = Path(config.train.output_dir) / "policy"
+    if trainer.accelerator.is_main_process:
+        bundle = PolicyBundle(norm_head=dataset.heads[0], state_dim=dataset.state_dims[0],
+                              action_dim=dataset.action_dims[0], image_size=trained.config.vision.image_size,
+                              num_cameras=dataset.config.num_cameras, state_key=config.state_key)
+        bundle.save(folder, trained, dataset.normalizer)
+    return folder

@@ -1,0 +1,277 @@
+"""The stages of RECAP, each a function of the run config and the iteration folder that writes only its own outputs.
+
+init:       policy (fine-tune on the demonstrations, every prompt "Advantage: positive") -> evaluate
+iteration:  collect -> value -> advantages -> policy -> evaluate -> summary
+Stages read what earlier stages wrote (never rewrite it) and return a small record for their completion marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
+from tau_data.normalize import Normalizer
+from tau_models import PiConfig, ValueModel
+from tau_sim import EvalConfig, evaluate
+from tqdm import tqdm
+
+from tau_rl.advantage_table import AdvantageTable
+from tau_rl.advantages import n_step_advantages
+from tau_rl.conditioning import advantage_labels
+from tau_rl.confidence import wilson_interval
+from tau_rl.config import RecapConfig
+from tau_rl.layout import IterationFolder, RunLayout, discard, write_json_atomic
+from tau_rl.models import PolicyBundle, load_policy, new_policy, new_value_model, with_conditioning
+from tau_rl.plots import plot_advantage_histogram, plot_value_calibration
+from tau_rl.policy_adapter import PiPolicy
+from tau_rl.returns import episode_bounds, episode_rewards, frame_returns
+from tau_rl.rollouts import collect_rollouts, write_episodes
+from tau_rl.threshold import choose_threshold
+from tau_rl.training import train
+from tau_rl.training_data import LabelledMixture, frame_labels
+
+
+@dataclass(frozen=True)
+class Source:
+    """One training dataset: the demonstrations or an iteration's rollouts."""
+
+    name: str
+    path: Path
+    assume_success: bool | None = None
+
+
+def sources(config: RecapConfig, layout: RunLayout, iteration: int) -> list[Source]:
+    """Demonstrations plus the rollouts of iterations 1..iteration."""
+    demos = [Source(f"demos_{i}", Path(p), config.demos_assume_success) for i, p in enumerate(config.demos)]
+    rollouts = [Source(layout.iteration(k).root.name, layout.iteration(k).rollouts) for k in range(1, iteration + 1)]
+    return demos + rollouts
+
+
+def build_mixture(config: RecapConfig, pc: PiConfig, items: list[Source],
+                  normalizer: Normalizer | None = None) -> MixtureDataset:
+    """The standard-sample mixture of `items` at the policy's image size, chunk and padded dimensions."""
+    specs = [DatasetSpec(path=str(s.path), cameras=list(config.cameras), name=s.name) for s in items]
+    mixture_config = MixtureConfig(datasets=specs, num_cameras=len(config.cameras),
+                                   image_size=(pc.vision.image_size, pc.vision.image_size),
+                                   max_state_dim=pc.max_state_dim, max_action_dim=pc.max_action_dim,
+                                   chunk_size=pc.chunk_size)
+    return MixtureDataset(mixture_config, normalizer)
+
+
+def _labels(mixture: MixtureDataset, items: list[Source]) -> list[dict[str, np.ndarray]]:
+    return [frame_labels(member, item.assume_success) for member, item in zip(mixture.members, items)]
+
+
+def _policy_folder(layout: RunLayout, iteration: int) -> Path:
+    """Where the policy acting in `iteration` (0: the initial one) was saved."""
+    return layout.init.policy if iteration == 0 else layout.iteration(iteration).policy
+
+
+def load_acting_policy(config: RecapConfig, folder: Path, seed: int, trained_conditioned: bool) -> PiPolicy:
+    model, normalizer, bundle = PolicyBundle.load(folder)
+    weight = config.policy.guidance_weight if trained_conditioned else 1.0
+    return PiPolicy(model, normalizer, bundle, guidance_weight=weight,
+                    num_inference_steps=config.policy.num_inference_steps, seed=seed)
+
+
+def _eval_config(config: RecapConfig) -> EvalConfig:
+    e = config.eval
+    return EvalConfig(episodes_per_task=e.episodes_per_task, seed=e.seed, num_envs=e.num_envs, use_async=e.use_async,
+                      action_steps=e.action_steps, videos_per_task=e.videos_per_task, env_kwargs=dict(config.env_kwargs))
+
+
+def _clear(*paths: Path) -> None:
+    for path in paths:
+        discard(path)
+
+
+# ---------------------------------------------------------------------------------------------------- init
+
+
+def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
+    """The starting policy: the given checkpoint or a fresh model, fine-tuned on the demonstrations with every
+    prompt saying "Advantage: positive"; the normaliser computed here is used by every later stage."""
+    folder = layout.init.policy
+    _clear(folder / "model", folder / "normalizer.json", folder / "bundle.json")
+    pc = config.policy
+    model = load_policy(pc.checkpoint, pc.overrides) if pc.checkpoint else new_policy(pc.preset, pc.overrides)
+    with_conditioning(model, "positive", 0.0)
+    items = sources(config, layout, 0)
+    mixture = build_mixture(config, model.config, items)
+    if len(set(mixture.heads)) != 1:
+        raise ValueError(f"the demonstrations fall into several normalisation heads {sorted(set(mixture.heads))}; "
+                         "RECAP acts in one environment, so give demos of one robot_type")
+    positive = [np.ones(len(m), dtype=bool) for m in mixture.members]
+    metrics = train(model, LabelledMixture(mixture, {"advantage_positive": positive}), pc.sft, folder / "train",
+                    config.seed)
+    bundle = PolicyBundle(norm_head=mixture.heads[0], state_dim=mixture.state_dims[0],
+                          action_dim=mixture.action_dims[0], image_size=model.config.vision.image_size,
+                          num_cameras=len(config.cameras), state_key=config.collect.state_key)
+    bundle.save(folder, model, mixture.normalizer)
+    return {"frames": len(mixture), "train": metrics}
+
+
+def evaluate_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
+    """Success of the folder's policy on the fixed evaluation seeds (tau-sim), with a 95% Wilson interval."""
+    _clear(folder.eval)
+    policy = load_acting_policy(config, folder.policy, seed=config.seed + 7, trained_conditioned=folder.index > 0
+                                and config.policy.mode == "conditioned")
+    summary = evaluate(policy, config.tasks, _eval_config(config), output_dir=folder.eval)
+    overall = summary["overall"]
+    if overall["completed"] == 0:
+        raise RuntimeError(f"evaluation of {folder.policy} completed no episode: {summary['missing_episodes'][:3]}")
+    lo, hi = wilson_interval(overall["successes"], overall["completed"])
+    return {"successes": overall["successes"], "episodes": overall["completed"], "missing": overall["missing"],
+            "success_rate": overall["success_rate"], "ci95": [lo, hi], "mean_length": overall["mean_length"]}
+
+
+# ---------------------------------------------------------------------------------------------------- iteration
+
+
+def collect(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
+    """Roll out the previous iteration's policy (the initial one in iteration 1) on fresh seeds."""
+    _clear(folder.rollouts)
+    previous = folder.index - 1
+    policy = load_acting_policy(config, _policy_folder(layout, previous), seed=config.seed + folder.index,
+                                trained_conditioned=previous > 0 and config.policy.mode == "conditioned")
+    collect_config = dataclasses.replace(
+        config.collect, seed=config.collect.seed + previous * config.collect.episodes_per_task)
+    episodes = collect_rollouts(policy, config.tasks, collect_config, config.env_kwargs)
+    record = write_episodes(episodes, folder.rollouts, config.returns.failure_penalty)
+    lo, hi = wilson_interval(round(record["success_rate"] * record["episodes"]), record["episodes"])
+    return {**record, "success_ci95": [lo, hi], "seed": collect_config.seed}
+
+
+def _returns(config: RecapConfig, labels: dict[str, np.ndarray]) -> np.ndarray:
+    return frame_returns(labels["episode_index"], labels["success"], config.returns)
+
+
+def fit_value(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
+    """Train the distributional value model with cross-entropy on the returns of every source so far."""
+    _clear(folder.value / "model")
+    vc = config.value
+    if vc.restart_from == "previous" and folder.index > 1:
+        model = ValueModel.from_pretrained(layout.iteration(folder.index - 1).value / "model")
+    elif vc.checkpoint:
+        model = ValueModel.from_pretrained(vc.checkpoint)
+    else:
+        policy = PolicyBundle.load(layout.init.policy)[0] if vc.init_from_policy else None
+        model = new_value_model(vc.preset, vc.overrides, policy)
+    items = sources(config, layout, folder.index)
+    normalizer = Normalizer.load(layout.init.policy / "normalizer.json")
+    mixture = build_mixture(config, PolicyBundle.model_config(layout.init.policy), items, normalizer)
+    returns = [_returns(config, labels).astype(np.float32) for labels in _labels(mixture, items)]
+    metrics = train(model, LabelledMixture(mixture, {"return": returns}), vc.train, folder.value / "train",
+                    config.seed + folder.index)
+    model.save_pretrained(folder.value / "model")
+    return {"frames": len(mixture), "train": metrics}
+
+
+@torch.no_grad()
+def predict_values(model: ValueModel, mixture: MixtureDataset, member: int, batch_size: int) -> np.ndarray:
+    """The value model's expected value of every frame of one mixture member, in reader order."""
+    model.eval()
+    rows = _MemberRows(mixture, member)
+    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=False)
+    values = [model.predict_value(batch).cpu().numpy() for batch in tqdm(loader, desc=f"values {member}",
+                                                                         unit="batch", leave=False)]
+    return np.concatenate(values).astype(np.float64)
+
+
+class _MemberRows(torch.utils.data.Dataset):
+    def __init__(self, mixture: MixtureDataset, member: int) -> None:
+        self.mixture, self.member = mixture, member
+
+    def __len__(self) -> int:
+        return len(self.mixture.members[self.member])
+
+    def __getitem__(self, row: int) -> dict[str, Any]:
+        sample = self.mixture[(self.member, row)]
+        return {"images": sample["images"], "image_mask": sample["image_mask"], "prompt": sample["prompt"]}
+
+
+def compute_advantages(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
+    """N-step advantages of every frame of every source from this iteration's value model, the threshold leaving
+    the target fraction positive, per-source tables, and the calibration / histogram figures."""
+    _clear(folder.advantages, folder.calibration_png, folder.histogram_png)
+    model = ValueModel.from_pretrained(folder.value / "model")
+    items = sources(config, layout, folder.index)
+    normalizer = Normalizer.load(layout.init.policy / "normalizer.json")
+    mixture = build_mixture(config, PolicyBundle.model_config(layout.init.policy), items, normalizer)
+    per_source = []
+    for d, labels in enumerate(_labels(mixture, items)):
+        rewards = np.concatenate([episode_rewards(stop - start, bool(labels["success"][start]),
+                                                  config.returns.failure_penalty)
+                                  for start, stop in episode_bounds(labels["episode_index"])])
+        rewards = rewards / config.returns.normaliser
+        values = predict_values(model, mixture, d, config.value.predict_batch_size)
+        advantages = n_step_advantages(values, rewards, labels["episode_index"], config.advantages.lookahead)
+        per_source.append({**labels, "row": np.arange(len(values)), "reward": rewards,
+                           "return": _returns(config, labels), "value": values, "advantage": advantages})
+    everything = {k: np.concatenate([s[k] for s in per_source]) for k in ("advantage", "value", "return", "success")}
+    chosen = choose_threshold(everything["advantage"], config.advantages.positive_fraction)
+    for item, columns in zip(items, per_source):
+        columns["positive"] = advantage_labels(columns["advantage"], chosen.threshold, columns["intervention"],
+                                               config.policy.mode, config.advantages.interventions_positive)
+        AdvantageTable(source=str(item.path), columns=columns, threshold=chosen.threshold).save(
+            folder.advantages / f"{item.name}.parquet")
+    calibration = plot_value_calibration(everything["value"], everything["return"], everything["success"],
+                                         folder.calibration_png, title=f"value calibration, {folder.root.name}")
+    plot_advantage_histogram(everything["advantage"], chosen.threshold, everything["success"], folder.histogram_png,
+                             title=f"{config.advantages.lookahead}-step advantages, {folder.root.name}")
+    mae = float(np.mean(np.abs(everything["value"] - everything["return"])))
+    success_adv = everything["advantage"][everything["success"]]
+    failure_adv = everything["advantage"][~everything["success"]]
+    record = {**chosen.to_dict(), "lookahead": config.advantages.lookahead, "value_mae": mae,
+              "mean_advantage_success": float(success_adv.mean()) if len(success_adv) else None,
+              "mean_advantage_failure": float(failure_adv.mean()) if len(failure_adv) else None,
+              "calibration": calibration, "sources": [s.name for s in items]}
+    write_json_atomic(folder.threshold, record)
+    return {k: v for k, v in record.items() if k != "calibration"}
+
+
+def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
+    """Fine-tune the advantage-conditioned policy on every source with this iteration's labels."""
+    out = folder.policy
+    _clear(out / "model", out / "normalizer.json", out / "bundle.json")
+    pc = config.policy
+    start = layout.init.policy if pc.restart_from == "initial" else _policy_folder(layout, folder.index - 1)
+    model, normalizer, bundle = PolicyBundle.load(start)
+    with_conditioning(model, pc.mode, pc.conditioning_dropout)
+    items = sources(config, layout, folder.index)
+    mixture = build_mixture(config, model.config, items, normalizer)
+    positive = []
+    for member, item in zip(mixture.members, items):
+        table = AdvantageTable.load(folder.advantages / f"{item.name}.parquet")
+        if len(table) != len(member):
+            raise ValueError(f"advantage table of {item.name} has {len(table)} frames, the dataset {len(member)}")
+        positive.append(table.columns["positive"].astype(bool))
+    dataset = LabelledMixture(mixture, {"advantage_positive": positive})
+    metrics = train(model, dataset, pc.finetune, out / "train", config.seed + 100 + folder.index)
+    bundle.save(out, model, normalizer)
+    fraction = float(np.concatenate(positive).mean())
+    return {"frames": len(mixture), "positive_fraction": fraction, "started_from": str(start), "train": metrics}
+
+
+def summarize(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
+    """summary.json of the iteration: baseline and new success rates, rollouts, value fit and advantages."""
+    baseline = layout.init.record("evaluate")
+    result = folder.record("evaluate")
+    summary = {
+        "iteration": folder.index,
+        "baseline_success_rate": baseline["success_rate"], "baseline_ci95": baseline["ci95"],
+        "success_rate": result["success_rate"], "ci95": result["ci95"], "eval_episodes": result["episodes"],
+        "rollouts": {k: v for k, v in folder.record("collect").items() if k not in ("stage", "finished_at")},
+        "value": folder.record("value")["train"],
+        "advantages": {k: v for k, v in json.loads(folder.threshold.read_text()).items() if k != "calibration"},
+        "policy": folder.record("policy")["train"],
+        "figures": {"value_calibration": folder.calibration_png.name, "advantage_histogram": folder.histogram_png.name},
+    }
+    write_json_atomic(folder.summary, summary)
+    return {"success_rate": result["success_rate"]}

@@ -1,0 +1,104 @@
+"""Two RECAP iterations end to end on tiny models, a few short episodes and a few training steps."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import shared_dir
+from tau_data import LeRobotDataset
+from tau_sim import ExpertConfig
+from tau_sim.demos import generate_demos
+
+from tau_rl import RecapConfig, run_recap
+from tau_rl.advantage_table import AdvantageTable
+from tau_rl.config import AdvantageStageConfig, EvalSettings, PolicyStageConfig, TrainingSettings, ValueStageConfig
+from tau_rl.layout import RunLayout
+from tau_rl.returns import ReturnConfig
+from tau_rl.rollouts import CollectConfig, write_episodes
+
+TASK = "tabletop/push_red_to_target"
+STEPS = 30
+ENV = {"image_size": 32, "max_episode_steps": STEPS}
+
+
+def tiny_config(run_dir, demos) -> RecapConfig:
+    tokenizer = str(shared_dir() / "parity" / "pi05_tiny_a" / "tokenizer")
+    tiny_train = TrainingSettings(steps=3, batch_size=4, lr=1e-3, warmup_steps=0, checkpoint_every=2)
+    return RecapConfig(
+        run_dir=str(run_dir), iterations=2, tasks=[TASK], demos=[str(demos)], env_kwargs=ENV,
+        returns=ReturnConfig(max_episode_steps=STEPS, failure_penalty=60.0),
+        collect=CollectConfig(episodes_per_task=3, num_envs=3, intervention_rate=0.5),
+        value=ValueStageConfig(preset="tiny", overrides={"tokenizer_name": tokenizer, "tokenizer_max_length": 64},
+                               init_from_policy=True, train=tiny_train, predict_batch_size=32),
+        advantages=AdvantageStageConfig(lookahead=5),
+        policy=PolicyStageConfig(preset="tiny", overrides={"tokenizer_name": tokenizer, "tokenizer_max_length": 64,
+                                                           "max_state_dim": 4, "max_action_dim": 4, "chunk_size": 5,
+                                                           "num_inference_steps": 2},
+                                 sft=tiny_train, finetune=tiny_train, guidance_weight=1.5),
+        eval=EvalSettings(episodes_per_task=3, num_envs=3, videos_per_task=1),
+    )
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos") / "tabletop_demos"
+    episodes = generate_demos([TASK], 4, seed=0, expert=ExpertConfig(action_noise=0.2, mistake_rate=0.5),
+                              env_kwargs=ENV)
+    write_episodes(episodes, root, failure_penalty=60.0)
+    return root
+
+
+def test_two_iterations_end_to_end_and_resume(tmp_path, demos):
+    config = tiny_config(tmp_path / "run", demos)
+    summary = run_recap(config)
+    layout = RunLayout(tmp_path / "run")
+    assert [row["iteration"] for row in summary["iterations"]] == [0, 1, 2]
+    for row in summary["iterations"]:
+        assert 0.0 <= row["success_rate"] <= 1.0 and row["episodes"] == 3
+        assert row["ci95"][0] <= row["success_rate"] <= row["ci95"][1]
+    assert "| policy | success | 95% CI | episodes |" in (layout.root / "summary.md").read_text()
+    for index in (1, 2):
+        folder = layout.iteration(index)
+        assert folder.is_complete()
+        rollouts = LeRobotDataset(folder.rollouts)
+        assert len(rollouts.episodes) == 3
+        assert {"success", "intervention", "reward"} <= set(rollouts.columns)
+        assert (folder.value / "model" / "model.safetensors").is_file()
+        assert (folder.policy / "model" / "model.safetensors").is_file()
+        assert folder.calibration_png.stat().st_size > 1000 and folder.histogram_png.stat().st_size > 1000
+        threshold = json.loads(folder.threshold.read_text())
+        assert 0.0 < threshold["positive_fraction"] <= 0.3 + 1 / threshold["num_frames"]
+        # every source of this iteration has its own advantage table, aligned with the dataset's frames
+        sources = ["demos_0"] + [f"iter_{k:03d}" for k in range(1, index + 1)]
+        assert sorted(p.stem for p in folder.advantages.glob("*.parquet")) == sources
+        table = AdvantageTable.load(folder.advantages / f"iter_{index:03d}.parquet")
+        assert len(table) == len(rollouts)
+        assert np.isfinite(table.columns["advantage"]).all()
+        np.testing.assert_array_equal(table.columns["positive"][table.columns["intervention"]], True)
+        iteration_summary = json.loads(folder.summary.read_text())
+        assert iteration_summary["iteration"] == index and iteration_summary["eval_episodes"] == 3
+    # iteration 1's advantages are kept when iteration 2 computes its own
+    assert (layout.iteration(1).advantages / "demos_0.parquet").is_file()
+
+    # simulate a crash inside iteration 2's policy stage: its marker and exported model are gone
+    folder = layout.iteration(2)
+    for stage in ("policy", "evaluate", "summary"):
+        folder.marker(stage).unlink()
+    untouched = folder.marker("advantages").stat().st_mtime_ns
+    rollouts_mtime = (folder.rollouts / "meta" / "info.json").stat().st_mtime_ns
+    run_recap(config)
+    assert folder.is_complete()
+    assert folder.marker("advantages").stat().st_mtime_ns == untouched
+    assert (folder.rollouts / "meta" / "info.json").stat().st_mtime_ns == rollouts_mtime
+
+
+def test_resume_refuses_a_changed_config(tmp_path, demos):
+    config = tiny_config(tmp_path / "run", demos)
+    config.iterations = 1
+    config.policy.sft.steps = 1
+    config.policy.finetune.steps = 1
+    config.value.train.steps = 1
+    run_recap(config)
+    config.advantages.lookahead = 7
+    with pytest.raises(ValueError, match="advantages"):
+        run_recap(config)
