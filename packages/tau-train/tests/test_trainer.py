@@ -129,6 +129,19 @@ def test_resume_continues_from_latest_checkpoint_and_reports_config_changes(tmp_
     assert trainer.step == 6
 
 
+def test_resume_with_a_parameter_that_never_gets_a_gradient(tmp_path):
+    class WithUnused(ToyModel):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Linear(2, 2)  # like a VLM layer only FAST tokens reach
+
+    make_trainer(tmp_path, ["steps=2", "checkpoint.every_steps=2", *QUIET], model=WithUnused()).fit()
+    trainer = make_trainer(tmp_path, ["steps=3", "checkpoint.every_steps=2", *QUIET], model=WithUnused())
+    assert trainer.step == 2
+    trainer.fit()
+    assert trainer.step == 3
+
+
 def test_model_must_return_a_scalar_loss(tmp_path):
     class NoDict(ToyModel):
         def forward(self, batch):

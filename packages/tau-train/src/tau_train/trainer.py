@@ -225,7 +225,9 @@ class Trainer:
                 self.model,
                 self._torch_optimizer,
                 optimizer_state,
-                options=StateDictOptions(full_state_dict=True),
+                # Parameters that never received a gradient (e.g. a VLM layer only FAST tokens use) have no
+                # AdamW state yet; they load with none, as they would have continued.
+                options=StateDictOptions(full_state_dict=True, strict=False),
             )
         except (RuntimeError, KeyError, ValueError) as error:
             raise CheckpointError(
