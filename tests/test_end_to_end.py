@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tau_data import LeRobotDataset
 from click.testing import CliRunner, Result
 from data_app.cli import main as data_main
 from eval_app.cli import main as eval_main
@@ -87,3 +88,17 @@ def test_one_recap_iteration(trained: Path) -> None:
     invoke(rl_main, ["--config", str(path)])
     summary = json.loads((trained / "recap" / "summary.json").read_text())
     assert [row["iteration"] for row in summary["iterations"]] == [0, 1]
+
+
+def test_libero_demos_are_written_and_read_back(tmp_path: Path) -> None:
+    out = tmp_path / "libero_demos"
+    invoke(data_main, ["generate", "--output", str(out), "--tasks", "libero_object/0", "--episodes-per-task", "1",
+                       "--image-size", "32", "--max-steps", "4"])
+    dataset = LeRobotDataset(str(out))
+    assert len(dataset) == 4 and dataset.meta.fps > 0
+    assert dataset.meta.camera_keys == ["observation.images.agentview", "observation.images.robot0_eye_in_hand"]
+    frame = dataset[3]
+    assert tuple(frame["observation.state"].shape) == (8,) and tuple(frame["action"].shape) == (7,)
+    assert dataset.meta.tasks[0].startswith("pick up the alphabet soup")
+    summary = json.loads(invoke(data_main, ["info", str(out)]).output)
+    assert summary["episodes"] == 1 and summary["frames"] == 4

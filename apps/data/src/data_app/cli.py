@@ -57,8 +57,12 @@ def stats_command(dataset: str) -> None:
               help="Gaussian noise on the expert's actions (more noise, more failed episodes).")
 @click.option("--mistake-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Probability that the expert commits to a wrong plan in an episode.")
+@click.option("--image-size", default=None, type=click.IntRange(min=8),
+              help="Camera resolution in pixels (default: the environment's).")
+@click.option("--max-steps", default=None, type=click.IntRange(min=1),
+              help="Episode step limit (default: the task's; LIBERO: the suite's).")
 def generate_command(output: str, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
-                     action_noise: float, mistake_rate: float) -> None:
+                     action_noise: float, mistake_rate: float, image_size: int | None, max_steps: int | None) -> None:
     """Write scripted tau-sim demonstrations (successes and failures) as a LeRobot v3.0 dataset."""
     if Path(output).exists():
         raise click.ClickException(f"{output} already exists; choose a new folder")
@@ -66,7 +70,9 @@ def generate_command(output: str, suite: str, tasks: str | None, episodes_per_ta
         task_ids = tasks.split(",") if tasks else suite_tasks(suite)
     except KeyError as error:
         raise click.ClickException(str(error)) from error
-    summary = write_demo_dataset(output, task_ids, episodes_per_task, seed, ExpertConfig(action_noise, mistake_rate))
+    env_kwargs = {k: v for k, v in (("image_size", image_size), ("max_episode_steps", max_steps)) if v is not None}
+    summary = write_demo_dataset(output, task_ids, episodes_per_task, seed, ExpertConfig(action_noise, mistake_rate),
+                                 env_kwargs)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"dataset written to {output}")
 
@@ -84,11 +90,11 @@ def convert_command(source: str, destination: str) -> None:
 
 
 def write_demo_dataset(output: str | Path, task_ids: list[str], episodes_per_task: int, seed: int,
-                       expert: ExpertConfig) -> dict:
+                       expert: ExpertConfig, env_kwargs: dict) -> dict:
     """Run the scripted expert on every task and write the episodes (RECAP rewards included) as one dataset."""
     try:
-        return write_episodes(generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert), output,
-                              failure_penalty=0.0)
+        episodes = generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert, env_kwargs=env_kwargs)
+        return write_episodes(episodes, output, failure_penalty=0.0)
     except (KeyError, ValueError) as error:
         raise click.ClickException(str(error)) from error
 
