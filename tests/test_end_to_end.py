@@ -102,3 +102,12 @@ def test_libero_demos_are_written_and_read_back(tmp_path: Path) -> None:
     assert dataset.meta.tasks[0].startswith("pick up the alphabet soup")
     summary = json.loads(invoke(data_main, ["info", str(out)]).output)
     assert summary["episodes"] == 1 and summary["frames"] == 4
+
+
+def test_eval_expert_and_random_bounds(tmp_path: Path) -> None:
+    common = ["--tasks", TASK, "--episodes-per-task", "2", "--videos-per-task", "0"]
+    invoke(eval_main, ["--expert", *common, "--output-dir", str(tmp_path / "expert")])
+    invoke(eval_main, ["--random", *common, "--output-dir", str(tmp_path / "random")])
+    expert = json.loads((tmp_path / "expert" / "summary.json").read_text())["overall"]
+    random = json.loads((tmp_path / "random" / "summary.json").read_text())["overall"]
+    assert expert["success_rate"] == 1.0 and random["completed"] == 2

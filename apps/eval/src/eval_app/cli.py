@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 from tau_rl.models import PolicyBundle
 from tau_rl.policy_adapter import PiPolicy
-from tau_sim import EvalConfig, TabletopExpertPolicy, evaluate, list_suites, suite_tasks
+import numpy as np
+from tau_sim import EvalConfig, TabletopExpertPolicy, evaluate, list_suites, make_env, suite_tasks
 
 DEFAULT_POLICY = Path("outputs/default/train/policy")
 
@@ -24,10 +25,27 @@ def load_policy(folder: Path, seed: int, steps: int | None) -> PiPolicy:
     return PiPolicy(model, normalizer, bundle, num_inference_steps=steps, seed=seed)
 
 
+class RandomPolicy:
+    """Uniform random actions in the environment's action box: the lower bound a policy must beat."""
+
+    def __init__(self, task_id: str, seed: int) -> None:
+        env = make_env(task_id)
+        self.low, self.high = env.action_space.low, env.action_space.high
+        env.close()
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        """Nothing to clear."""
+
+    def act(self, observation: dict[str, np.ndarray], prompts: list[str]) -> np.ndarray:
+        return self.rng.uniform(self.low, self.high, size=(len(prompts), 1, self.low.size)).astype(np.float32)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--policy", "policy_dir", type=click.Path(path_type=Path), default=DEFAULT_POLICY,
               show_default=True, help="Policy bundle folder written by apps/train or apps/rl.")
 @click.option("--expert", is_flag=True, help="Evaluate tau-sim's scripted expert instead (the upper bound).")
+@click.option("--random", "random_policy", is_flag=True, help="Evaluate uniform random actions (the lower bound).")
 @click.option("--suite", default="tabletop_target", show_default=True,
               help=f"Task suite; one of: {', '.join(list_suites())}.")
 @click.option("--tasks", default=None, help="Comma-separated task ids; overrides --suite.")
@@ -46,7 +64,7 @@ def load_policy(folder: Path, seed: int, steps: int | None) -> PiPolicy:
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="Where summary.json, success.png and videos/ go (default: <policy>/../eval).")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
-def main(policy_dir: Path, expert: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
+def main(policy_dir: Path, expert: bool, random_policy: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
          num_envs: int, action_steps: int | None, inference_steps: int | None, videos_per_task: int, shard: str,
          output_dir: Path | None, verbose: bool) -> None:
     """Evaluate a trained policy (default: the latest `apps/train` run) on tau-sim tasks and print success rates."""
@@ -59,10 +77,16 @@ def main(policy_dir: Path, expert: bool, suite: str, tasks: str | None, episodes
                             num_shards=num_shards)
     except (KeyError, ValueError) as error:
         raise click.ClickException(f"bad evaluation options: {error}") from error
-    policy = TabletopExpertPolicy() if expert else load_policy(policy_dir, seed, inference_steps)
-    if expert or policy.bundle.state_key == "privileged":
+    if expert:
+        policy, name = TabletopExpertPolicy(), "eval_expert"
         config.env_kwargs["privileged_obs"] = True
-    output_dir = output_dir or (policy_dir.parent / ("eval_expert" if expert else "eval"))
+    elif random_policy:
+        policy, name = RandomPolicy(task_ids[0], seed), "eval_random"
+    else:
+        policy, name = load_policy(policy_dir, seed, inference_steps), "eval"
+        if policy.bundle.state_key == "privileged":
+            config.env_kwargs["privileged_obs"] = True
+    output_dir = output_dir or (policy_dir.parent / name)
     summary = evaluate(policy, task_ids, config, output_dir=output_dir)
     overall = summary["overall"]
     click.echo(json.dumps({"suites": {name: s["success_rate"] for name, s in summary["suites"].items()},
