@@ -111,3 +111,13 @@ def test_eval_expert_and_random_bounds(tmp_path: Path) -> None:
     expert = json.loads((tmp_path / "expert" / "summary.json").read_text())["overall"]
     random = json.loads((tmp_path / "random" / "summary.json").read_text())["overall"]
     assert expert["success_rate"] == 1.0 and random["completed"] == 2
+
+
+def test_train_refuses_architecture_overrides_on_a_pretrained_policy(trained: Path) -> None:
+    result = CliRunner().invoke(train_main, [
+        "model.pretrained=" + str(trained / "train" / "policy" / "model"), "model.overrides.vision.image_size=64",
+        "train.output_dir=" + str(trained / "refused"), "demos=null",
+        "data.datasets=[{path: " + str(trained / "demos") + "}]",
+    ])
+    assert result.exit_code != 0 and "change the architecture of the pretrained checkpoint" in result.output
+    assert not (trained / "refused" / "checkpoints").exists()

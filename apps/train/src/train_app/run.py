@@ -81,8 +81,11 @@ def build_policy(config: TrainAppConfig, tokenizer: str | None) -> PiModel:
     overrides = dict(config.model.overrides)
     if tokenizer is not None:
         overrides["tokenizer_name"] = tokenizer
-    flat = {k: v for k, v in overrides.items() if not isinstance(v, dict)}
-    model.config = dataclasses.replace(model.config, **flat)
+    nested = sorted(k for k, v in overrides.items() if isinstance(v, dict))
+    if nested:
+        raise ValueError(f"model.overrides {nested} change the architecture of the pretrained checkpoint "
+                         f"{config.model.pretrained}; only flat PiConfig fields can be overridden when fine-tuning")
+    model.config = dataclasses.replace(model.config, **overrides)
     return model
 
 
