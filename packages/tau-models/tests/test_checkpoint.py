@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from tau_models import PiModel, from_pretrained, load_pi_checkpoint, tiny_pi05_config
+
+from conftest import make_batch
 
 PG = "model.paligemma_with_expert.paligemma."
 
@@ -19,9 +23,27 @@ def test_round_trip(tmp_path, tokenizer_dir):
     assert config["model_type"] == "tau_pi" and config["knowledge_insulation"] is True
     loaded, report = load_pi_checkpoint(tmp_path, strict=True)
     assert report.layout == "tau" and not report.missing and not report.unexpected
-    assert loaded.config == model.config
+    assert config["tokenizer_name"] == "tokenizer"  # the local tokenizer is copied into the checkpoint
+    assert loaded.config == dataclasses.replace(model.config, tokenizer_name=str(tmp_path / "tokenizer"))
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_checkpoint_with_local_tokenizer_can_be_moved(tmp_path, tokenizer_dir):
+    own_tokenizer = shutil.copytree(tokenizer_dir, tmp_path / "run" / "tok")
+    model = PiModel(tiny_pi05_config(tokenizer_name=str(own_tokenizer))).eval()
+    batch = make_batch(2)
+
+    def loss(policy: PiModel) -> torch.Tensor:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return policy(batch)["loss"]
+
+    expected = loss(model)
+    model.save_pretrained(tmp_path / "run" / "ckpt")
+    moved = shutil.move(str(tmp_path / "run" / "ckpt"), str(tmp_path / "elsewhere"))
+    shutil.rmtree(tmp_path / "run")  # the tokenizer folder the model was built with is gone
+    assert torch.equal(loss(from_pretrained(moved).eval()), expected)
 
 
 def test_shape_mismatch_names_key_and_shapes(tmp_path, tokenizer_dir):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"  # a local prompt tokenizer travels inside the checkpoint folder under this name
 
 _PG = "model.paligemma_with_expert.paligemma."
 # (foreign prefix, tau prefix); first match wins. Both transformers >= 4.52 and older PaliGemma layouts.
@@ -192,14 +194,42 @@ def read_config_json(folder: Path) -> dict[str, Any]:
 
 
 def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
-    """Write config.json and model.safetensors; each file is written to a temp name then renamed (atomic)."""
+    """Write config.json and model.safetensors (each to a temp name, then renamed: atomic).
+
+    A prompt tokenizer given as a local folder is copied in as tokenizer/, so the checkpoint folder can be moved
+    or shared on its own; hub tokenizer ids are recorded as they are.
+    """
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    text = json.dumps(model.config.to_dict(), indent=2)
+    config = model.config.to_dict()
+    if "tokenizer_name" in config:
+        config["tokenizer_name"] = _bundle_tokenizer(config["tokenizer_name"], folder)
+    text = json.dumps(config, indent=2)
     _atomic_write(folder / CONFIG_FILE, lambda p: Path(p).write_text(text))
     return folder
+
+
+def _bundle_tokenizer(name: str, folder: Path) -> str:
+    """Copy a local tokenizer folder into `folder`/tokenizer (atomically) and return the name config.json records."""
+    source, target = Path(name), folder / TOKENIZER_DIR
+    if not source.is_dir():
+        return name
+    if source.resolve() != target.resolve():
+        partial = folder / (TOKENIZER_DIR + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
+    return TOKENIZER_DIR
+
+
+def resolve_bundled_tokenizer(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A checkpoint config with its bundled tokenizer ("tokenizer") turned into a path inside the checkpoint."""
+    if raw.get("tokenizer_name") == TOKENIZER_DIR and (folder / TOKENIZER_DIR).is_dir():
+        return {**raw, "tokenizer_name": str(folder / TOKENIZER_DIR)}
+    return raw
 
 
 def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
@@ -224,7 +254,7 @@ def load_pi_checkpoint(
     from tau_models.pi0 import PiModel
 
     folder = resolve_folder(path_or_hub_id)
-    raw = read_config_json(folder)
+    raw = resolve_bundled_tokenizer(read_config_json(folder), folder)
     state = read_weights(folder)
     layout = detect_layout(list(state))
     if config is None:

@@ -174,10 +174,16 @@ class ValueModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, strict: bool = True) -> ValueModel:
         """Load a value model saved by save_pretrained (folder or hub id)."""
-        from tau_models.checkpoint import load_state, read_config_json, read_weights, resolve_folder
+        from tau_models.checkpoint import (
+            load_state,
+            read_config_json,
+            read_weights,
+            resolve_bundled_tokenizer,
+            resolve_folder,
+        )
 
         folder = resolve_folder(path_or_hub_id)
-        raw = read_config_json(folder)
+        raw = resolve_bundled_tokenizer(read_config_json(folder), folder)
         if raw.get("model_type") != "tau_value":
             raise ValueError(
                 f"{folder}/config.json: model_type must be 'tau_value', got {raw.get('model_type')!r}"
