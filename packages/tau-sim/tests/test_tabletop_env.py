@@ -106,14 +106,35 @@ def test_passes_gymnasium_env_checker():
     check_env(gym.make("tau_sim/Tabletop-v0", task="push_red_right", privileged_obs=True).unwrapped)
 
 
-def test_slot_layout_shuffles_colours_over_fixed_slots():
+@pytest.mark.parametrize(("layout", "expected_red_slots"), [("fixed", {0}), ("slots", {0, 1, 2})])
+def test_slot_layouts_place_colours_in_slots(layout, expected_red_slots):
     from tau_sim.tabletop_env import BLOCK_SLOTS, SLOT_JITTER
 
-    env = TabletopEnv("push_red_to_target")
+    env = TabletopEnv("push_red_to_target", layout=layout)
     red_slots = set()
     for seed in range(30):
         env.reset(seed=seed)
         slot = np.argmin(np.linalg.norm(BLOCK_SLOTS - env.blocks[0], axis=1))
         assert np.all(np.abs(env.blocks[0] - BLOCK_SLOTS[slot]) <= SLOT_JITTER + 1e-9)
         red_slots.add(int(slot))
-    assert red_slots == {0, 1, 2}
+    assert red_slots == expected_red_slots
+
+
+def test_block_sticks_to_a_pusher_inside_the_friction_cone_and_slides_outside():
+    from tau_sim.tabletop_physics import step_physics
+    from tau_sim.tabletop_tasks import BLOCK_RADIUS, EE_RADIUS, MAX_STEP
+
+    contact = BLOCK_RADIUS + EE_RADIUS
+    off_axis = np.array([np.sin(0.5), np.cos(0.5)])  # block 29 degrees off the push direction (+y)
+    ee = np.array([0.5, 0.3])
+    blocks = np.array([ee + off_axis * contact, [0.1, 0.9], [0.9, 0.9]])
+    start = blocks[0].copy()
+    step_physics(ee, blocks, np.array([0.0, 1.0]))
+    np.testing.assert_allclose(blocks[0] - start, [0.0, MAX_STEP], atol=1e-9)  # carried, no sideways slip
+    sideways = np.array([np.sin(1.2), np.cos(1.2)])  # 69 degrees: outside the 45-degree cone
+    ee = np.array([0.5, 0.3])
+    blocks = np.array([ee + sideways * contact, [0.1, 0.9], [0.9, 0.9]])
+    start = blocks[0].copy()
+    step_physics(ee, blocks, np.array([0.0, 1.0]))
+    moved = blocks[0] - start
+    assert moved[0] > 0 and moved[1] < MAX_STEP - 1e-3  # pushed out along the normal: it slides sideways

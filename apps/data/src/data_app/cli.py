@@ -10,6 +10,7 @@ import click
 from tau_data import DatasetError, convert_v21_to_v30, info, write_dataset_stats
 from tau_rl.rollouts import write_episodes
 from tau_sim import ExpertConfig, generate_demos, list_suites, suite_tasks
+from tau_sim.tabletop_env import LAYOUTS
 
 DEFAULT_SUITE = "tabletop"
 
@@ -61,8 +62,12 @@ def stats_command(dataset: str) -> None:
               help="Camera resolution in pixels (default: the environment's).")
 @click.option("--max-steps", default=None, type=click.IntRange(min=1),
               help="Episode step limit (default: the task's; LIBERO: the suite's).")
+@click.option("--layout", default=None, type=click.Choice(LAYOUTS),
+              help="Tabletop scene layout: 'fixed' (default) keeps each colour in its slot, 'slots' shuffles them, "
+                   "'uniform' places everything anywhere.")
 def generate_command(output: str, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
-                     action_noise: float, mistake_rate: float, image_size: int | None, max_steps: int | None) -> None:
+                     action_noise: float, mistake_rate: float, image_size: int | None, max_steps: int | None,
+                     layout: str | None) -> None:
     """Write scripted tau-sim demonstrations (successes and failures) as a LeRobot v3.0 dataset."""
     if Path(output).exists():
         raise click.ClickException(f"{output} already exists; choose a new folder")
@@ -70,7 +75,8 @@ def generate_command(output: str, suite: str, tasks: str | None, episodes_per_ta
         task_ids = tasks.split(",") if tasks else suite_tasks(suite)
     except KeyError as error:
         raise click.ClickException(str(error)) from error
-    env_kwargs = {k: v for k, v in (("image_size", image_size), ("max_episode_steps", max_steps)) if v is not None}
+    options = (("image_size", image_size), ("max_episode_steps", max_steps), ("layout", layout))
+    env_kwargs = {k: v for k, v in options if v is not None}
     summary = write_demo_dataset(output, task_ids, episodes_per_task, seed, ExpertConfig(action_noise, mistake_rate),
                                  env_kwargs)
     click.echo(json.dumps(summary, indent=2))

@@ -12,6 +12,7 @@ from tau_rl.models import PolicyBundle
 from tau_rl.policy_adapter import PiPolicy
 import numpy as np
 from tau_sim import EvalConfig, TabletopExpertPolicy, evaluate, list_suites, make_env, suite_tasks
+from tau_sim.tabletop_env import LAYOUTS
 
 DEFAULT_POLICY = Path("outputs/default/train/policy")
 
@@ -63,10 +64,13 @@ class RandomPolicy:
 @click.option("--shard", default="0/1", show_default=True, help="INDEX/COUNT: evaluate tasks[INDEX::COUNT].")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="Where summary.json, success.png and videos/ go (default: <policy>/../eval).")
+@click.option("--layout", default=None, type=click.Choice(LAYOUTS),
+              help="Tabletop scene layout: 'fixed' (default) keeps each colour in its slot, 'slots' shuffles them, "
+                   "'uniform' places everything anywhere.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(policy_dir: Path, expert: bool, random_policy: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
          num_envs: int, action_steps: int | None, inference_steps: int | None, videos_per_task: int, shard: str,
-         output_dir: Path | None, verbose: bool) -> None:
+         output_dir: Path | None, layout: str | None, verbose: bool) -> None:
     """Evaluate a trained policy (default: the latest `apps/train` run) on tau-sim tasks and print success rates."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
@@ -77,6 +81,8 @@ def main(policy_dir: Path, expert: bool, random_policy: bool, suite: str, tasks:
                             num_shards=num_shards)
     except (KeyError, ValueError) as error:
         raise click.ClickException(f"bad evaluation options: {error}") from error
+    if layout is not None:
+        config.env_kwargs["layout"] = layout
     if expert:
         policy, name = TabletopExpertPolicy(), "eval_expert"
         config.env_kwargs["privileged_obs"] = True

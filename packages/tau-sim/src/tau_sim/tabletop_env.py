@@ -2,11 +2,11 @@
 
 Observation (the tau simulator convention): "images" uint8 (2, H, W, 3) from the "top" camera (whole table) and the
 "wrist" camera (a window centred on the end-effector), "state" float32 (2,) = end-effector (x, y) in table units.
-Block and target positions are not in the state: the policy has to find them in the images (by default the block
-colours are shuffled over three slots and the target over two, with jitter, and the end-effector starts near a home
-position, so the instruction and the images both decide where to push while trajectories stay regular enough to
-learn from a few hundred demos; layout="uniform" randomises everything). With
-`privileged_obs=True` the observation also holds "privileged" float32 (10,) = [ee, red, blue, yellow, target] (x, y),
+Block and target positions are not in the state: the policy has to find them in the images. Layouts, from easiest
+to hardest: "fixed" (the default: each colour in its own slot, the target in one of two slots, the end-effector near
+a home position, all with jitter, so the instruction decides where to push and a tiny policy learns it in CPU
+minutes), "slots" (the colours also shuffled over the slots, so the policy must find the named block) and "uniform"
+(everything anywhere). With `privileged_obs=True` the observation also holds "privileged" float32 (10,) = [ee, red, blue, yellow, target] (x, y),
 which the scripted expert uses. Action: float32 (2,) end-effector velocity in [-1, 1] (times MAX_STEP per step).
 """
 
@@ -30,7 +30,7 @@ from tau_sim.tabletop_tasks import (
 )
 
 CAMERA_NAMES: tuple[str, ...] = ("top", "wrist")
-LAYOUTS: tuple[str, ...] = ("slots", "uniform")
+LAYOUTS: tuple[str, ...] = ("fixed", "slots", "uniform")
 BLOCK_SLOTS = np.array([[0.35, 0.3], [0.65, 0.3], [0.5, 0.58]])
 TARGET_SLOTS = np.array([[0.2, 0.82], [0.8, 0.82]])
 EE_HOME = np.array([0.5, 0.1])
@@ -50,7 +50,7 @@ class TabletopEnv(gym.Env):
         wrist_extent: float = 0.45,
         max_episode_steps: int | None = None,
         privileged_obs: bool = False,
-        layout: str = "slots",
+        layout: str = "fixed",
         render_mode: str | None = "rgb_array",
     ) -> None:
         if image_size < 8:
@@ -92,14 +92,14 @@ class TabletopEnv(gym.Env):
         return is_goal_reached(self.task.goal, self.blocks[BLOCK_COLORS.index(self.task.block)], self.target)
 
     def _sample_layout(self) -> None:
-        """Random layout: "slots" shuffles the block colours over 3 slots and the target over 2, and starts the
-        end-effector near its home, all with jitter; "uniform" places everything anywhere (harder to learn)."""
+        """Random layout: "fixed" puts each colour in its slot and the target in one of 2 slots, "slots" also
+        shuffles the colours over the slots; both start the end-effector near its home, all with jitter. "uniform"
+        places everything anywhere (hardest to learn)."""
         rng = self.np_random
         while True:
-            if self.layout == "slots":
-                blocks = BLOCK_SLOTS[rng.permutation(len(BLOCK_COLORS))] + rng.uniform(
-                    -SLOT_JITTER, SLOT_JITTER, (3, 2)
-                )
+            if self.layout in ("fixed", "slots"):
+                order = np.arange(3) if self.layout == "fixed" else rng.permutation(3)
+                blocks = BLOCK_SLOTS[order] + rng.uniform(-SLOT_JITTER, SLOT_JITTER, (3, 2))
                 target = TARGET_SLOTS[rng.integers(len(TARGET_SLOTS))] + rng.uniform(
                     -SLOT_JITTER, SLOT_JITTER, 2
                 )

@@ -1,6 +1,7 @@
 """Scripted expert for the tabletop tasks, from privileged positions, with a controllable success rate.
 
-It walks around the block to the side facing away from the goal, then pushes along the block->goal line. Two
+It walks around the block to the side facing away from the goal, then pushes along the block->goal line; the
+action is a pure function of the positions, so a learner sees one label per state. Two
 knobs make it imperfect: `action_noise` (Gaussian jitter on every action, for diverse trajectories) and
 `mistake_rate` (the probability that an episode pushes a wrong block, a plausible failure). The expected success
 rate is about (1 - mistake_rate) x the success rate at that action noise (~1.0 for noise <= 0.3).
@@ -26,7 +27,8 @@ from tau_sim.tabletop_tasks import (
 CONTACT = BLOCK_RADIUS + EE_RADIUS
 APPROACH_GAP = 0.04
 DETOUR_GAP = 0.07
-PUSH_LEAD = 0.04
+PUSH_ALONG = 0.6  # push when behind the block by more than this x CONTACT ...
+PUSH_LATERAL = 0.4  # ... and off the block->goal line by less than this x CONTACT (inside the friction cone)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,6 @@ class TabletopExpert:
         self.rng = np.random.default_rng(0)
         self.block_index = 0
         self.goal = "target"
-        self.pushing = False
         self.made_mistake = False
 
     def reset(self, task: TabletopTask, rng: np.random.Generator) -> None:
@@ -68,7 +69,6 @@ class TabletopExpert:
         if self.made_mistake:
             others = [i for i in range(len(BLOCK_COLORS)) if i != self.block_index]
             self.block_index = int(rng.choice(others))
-        self.pushing = False
 
     def act(self, privileged: np.ndarray) -> np.ndarray:
         """One action from the privileged state [ee, red, blue, yellow, target] (see TabletopEnv.privileged_state)."""
@@ -82,6 +82,12 @@ class TabletopExpert:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def _clean_action(self, ee: np.ndarray, block: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """A pure function of the positions (no hidden mode), so labels stay consistent on any visited state.
+
+        Behind the block and close to the block->goal line, it moves along that line: the block sticks to the
+        end-effector (tabletop_physics' friction cone), so it travels straight to the goal. Elsewhere it walks to
+        the approach point behind the block, around the block when the direct path would hit it.
+        """
         to_goal = goal - block
         distance = float(np.linalg.norm(to_goal))
         if distance < 1e-6:
@@ -90,14 +96,9 @@ class TabletopExpert:
         rel = ee - block
         along = float(rel @ u)
         lateral = rel - along * u
-        if self.pushing and (np.linalg.norm(lateral) > 0.5 * CONTACT or along > -0.3 * CONTACT):
-            self.pushing = False
-        if self.pushing:
-            return _move_action(ee, block - u * CONTACT + u * min(PUSH_LEAD, distance))
+        if along < -PUSH_ALONG * CONTACT and np.linalg.norm(lateral) < PUSH_LATERAL * CONTACT:
+            return _move_action(block, goal)
         approach = block - u * (CONTACT + APPROACH_GAP)
-        if np.linalg.norm(approach - ee) < 0.015:
-            self.pushing = True
-            return _move_action(ee, block - u * CONTACT + u * min(PUSH_LEAD, distance))
         if _segment_distance(block, ee, approach) < CONTACT + 0.01:
             perp = np.array([-u[1], u[0]])
             side = 1.0 if float(rel @ perp) >= 0 else -1.0

@@ -19,7 +19,7 @@ TABLE_SIZE = (
 EE_RADIUS = 0.03
 BLOCK_RADIUS = 0.045
 TARGET_RADIUS = 0.07
-ON_TARGET_TOLERANCE = 0.05  # block centre within this distance of the target centre counts as "on the target"
+ON_TARGET_TOLERANCE = TARGET_RADIUS  # block centre over the green target disc counts as "on the target"
 SIDE_MARGIN = 0.15  # block centre within this distance of the left/right table edge counts as "at that edge"
 MAX_STEP = 0.03  # end-effector displacement per step for an action of norm 1 per axis
 
