@@ -61,30 +61,33 @@ def shared_dir() -> Path:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", default="runs/bench_recap")
-    p.add_argument("--tasks", nargs="+", default=["tabletop/push_red_right"])
+    p.add_argument("--tasks", nargs="+", default=[f"tabletop_target/push_{c}_to_target" for c in ("red", "blue", "yellow")])
     p.add_argument("--iterations", type=int, default=2)
-    p.add_argument("--demos", type=int, default=20, help="demonstrations per task")
-    p.add_argument("--mistake-rate", type=float, default=0.25, help="fraction of demos pushing a wrong block")
-    p.add_argument("--demo-noise", type=float, default=0.3, help="expert action noise in the demos")
-    p.add_argument("--max-steps", type=int, default=60, help="episode step limit")
-    p.add_argument("--image-size", type=int, default=48, help="rendered camera size")
+    p.add_argument("--demos", type=int, default=10, help="demonstrations per task")
+    p.add_argument("--mistake-rate", type=float, default=0.3, help="fraction of demos pushing a wrong block")
+    p.add_argument("--demo-noise", type=float, default=0.1, help="expert action noise in the demos")
+    p.add_argument("--max-steps", type=int, default=80, help="episode step limit")
+    p.add_argument("--image-size", type=int, default=64, help="rendered camera size")
     p.add_argument("--sft-steps", type=int, default=600)
-    p.add_argument("--finetune-steps", type=int, default=400)
+    p.add_argument("--finetune-steps", type=int, default=500)
     p.add_argument("--value-steps", type=int, default=300)
     p.add_argument("--value-lr", type=float, default=5e-4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the RECAP fine-tuning (--lr)")
-    p.add_argument("--rollouts", type=int, default=40, help="rollout episodes per task and iteration")
+    p.add_argument("--rollouts", type=int, default=20, help="rollout episodes per task and iteration")
     p.add_argument("--intervention-rate", type=float, default=0.25)
-    p.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes per task (fixed seeds)")
-    p.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance weight")
-    p.add_argument("--guidance-sweep", type=float, nargs="*", default=[1.0, 2.5],
+    p.add_argument("--eval-episodes", type=int, default=30, help="evaluation episodes per task (fixed seeds)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance weight (1: the positive-conditioned policy alone)")
+    p.add_argument("--guidance-sweep", type=float, nargs="*", default=[1.5, 2.5],
                    help="extra guidance weights the last policy is evaluated with (same seeds)")
     p.add_argument("--lookahead", type=int, default=10, help="N of the N-step advantage")
     p.add_argument("--mode", default="conditioned", choices=["conditioned", "positive"])
     p.add_argument("--state", default="privileged", choices=["privileged", "state"],
                    help="policy state: 'privileged' = end-effector and object positions, 'state' = end-effector only")
+    p.add_argument("--value-state", action=argparse.BooleanOptionalAction, default=True,
+                   help="feed the policy's state to the value model as well as the images and the task")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     return p.parse_args()
 
@@ -119,7 +122,8 @@ def main() -> None:
                               intervention_rate=args.intervention_rate, state_key=args.state),
         value=ValueStageConfig(preset="tiny", overrides={"tokenizer_name": tokenizer, "tokenizer_max_length": 64,
                                                          "dropout": 0.0},
-                               init_from_policy=True, train=settings(args.value_steps, args.value_lr),
+                               init_from_policy=True, use_state=args.value_state,
+                               train=settings(args.value_steps, args.value_lr),
                                predict_batch_size=64),
         advantages=AdvantageStageConfig(lookahead=args.lookahead),
         policy=PolicyStageConfig(preset="tiny", overrides=model_overrides, sft=settings(args.sft_steps, args.lr),

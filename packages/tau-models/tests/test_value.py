@@ -57,3 +57,34 @@ def test_init_from_policy_and_save_load(tmp_path, tokenizer_dir):
     batch = make_batch(1)
     value.eval(), again.eval()
     torch.testing.assert_close(value.predict_value(batch), again.predict_value(batch))
+
+
+def test_state_token_lets_the_value_read_the_state(tmp_path, tokenizer_dir):
+    """Two samples identical but for the state get different values once trained with state_dim > 0."""
+    model = ValueModel(tiny_value_config(tokenizer_name=tokenizer_dir, dropout=0.0, state_dim=4))
+    batch = make_batch(2)
+    batch["images"][1] = batch["images"][0]
+    batch["prompt"] = [batch["prompt"][0]] * 2
+    batch["return"] = torch.tensor([-0.9, -0.1])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(30):
+        loss = model(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    values = model.predict_value(batch)
+    assert values[0] < values[1] - 0.3
+    model.save_pretrained(tmp_path)
+    torch.testing.assert_close(ValueModel.from_pretrained(tmp_path).eval().predict_value(batch), values)
+    with pytest.raises(ValueError, match=r"state_dim=4 needs batch\['state'\]"):
+        model.predict_value({k: v for k, v in batch.items() if k != "state"})
+
+
+def test_state_token_starts_from_a_continuous_state_policy(tokenizer_dir):
+    policy = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, state_mode="continuous", max_state_dim=12))
+    value = ValueModel.from_policy(policy, tiny_value_config(tokenizer_name=tokenizer_dir, state_dim=10))
+    torch.testing.assert_close(value.state_proj.weight, policy.state_proj.weight[:, :10])
+    torch.testing.assert_close(value.state_proj.bias, policy.state_proj.bias)
+    with pytest.raises(ValueError, match="state_dim"):
+        tiny_value_config(state_dim=-1)

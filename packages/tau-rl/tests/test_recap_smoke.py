@@ -29,7 +29,7 @@ def tiny_config(run_dir, demos) -> RecapConfig:
         returns=ReturnConfig(max_episode_steps=STEPS, failure_penalty=60.0),
         collect=CollectConfig(episodes_per_task=3, num_envs=3, intervention_rate=0.5),
         value=ValueStageConfig(preset="tiny", overrides={"tokenizer_name": tokenizer, "tokenizer_max_length": 64},
-                               init_from_policy=True, train=tiny_train, predict_batch_size=32),
+                               init_from_policy=True, use_state=True, train=tiny_train, predict_batch_size=32),
         advantages=AdvantageStageConfig(lookahead=5),
         policy=PolicyStageConfig(preset="tiny", overrides={"tokenizer_name": tokenizer, "tokenizer_max_length": 64,
                                                            "max_state_dim": 4, "max_action_dim": 4, "chunk_size": 5,
@@ -63,7 +63,8 @@ def test_two_iterations_end_to_end_and_resume(tmp_path, demos):
         rollouts = LeRobotDataset(folder.rollouts)
         assert len(rollouts.episodes) == 3
         assert {"success", "intervention", "reward"} <= set(rollouts.columns)
-        assert (folder.value / "model" / "model.safetensors").is_file()
+        value_config = json.loads((folder.value / "model" / "config.json").read_text())
+        assert value_config["state_dim"] == 2  # use_state: the policy's real state dims feed the value model
         assert (folder.policy / "model" / "model.safetensors").is_file()
         assert folder.calibration_png.stat().st_size > 1000 and folder.histogram_png.stat().st_size > 1000
         threshold = json.loads(folder.threshold.read_text())

@@ -1,8 +1,10 @@
-"""RECAP value model: images + task -> a distribution over bins of the normalised return in [-1, 0].
+"""RECAP value model: images + task (+ optionally the robot state) -> a distribution over bins of the normalised
+return in [-1, 0].
 
 It reuses the policy's PaliGemma backbone: a learned readout token is appended after the prompt (its own block, so it
 sees every image and prompt token), and its final hidden state goes through a linear head to num_bins logits, trained
-with cross-entropy on the bin of the observed return.
+with cross-entropy on the bin of the observed return. With `state_dim` > 0 the first state_dim entries of the
+(normalised) state enter as one continuous token before the readout, as pi0.5's continuous state token does.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class ValueConfig:
     tokenizer_max_length: int = 48
     dropout: float = 0.1
     dtype: Literal["float32", "bfloat16"] = "float32"
+    state_dim: int = 0  # > 0: batch["state"][:, :state_dim] enters as one continuous token
+
+    def __post_init__(self) -> None:
+        if self.state_dim < 0:
+            raise ValueError(f"ValueConfig.state_dim must be >= 0, got {self.state_dim}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": "tau_value", **dataclasses.asdict(self)}
@@ -100,6 +107,7 @@ class ValueModel(nn.Module):
         self.backbone = PaliGemmaBackbone(config.vision, config.vlm, config.vocab_size, config.dropout)
         self.value_query = nn.Parameter(torch.zeros(config.vlm.width))
         self.value_head = nn.Linear(config.vlm.width, config.num_bins)
+        self.state_proj = nn.Linear(config.state_dim, config.vlm.width) if config.state_dim > 0 else None
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
@@ -126,10 +134,17 @@ class ValueModel(nn.Module):
         )
         model = cls(config, getattr(policy, "_prompt_tokenizer", None))
         model.backbone.load_state_dict(policy.backbone.state_dict())
+        policy_state = getattr(policy, "state_proj", None)
+        if model.state_proj is not None and policy_state is not None and policy_state.weight.shape[0] == (
+            model.state_proj.weight.shape[0]
+        ) and policy_state.weight.shape[1] >= config.state_dim:
+            with torch.no_grad():  # a pi0.5 continuous state token (or pi0's) maps the state the same way
+                model.state_proj.weight.copy_(policy_state.weight[:, : config.state_dim])
+                model.state_proj.bias.copy_(policy_state.bias)
         return model
 
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """(B, num_bins) return-bin logits for a standard batch (images, image_mask, prompt)."""
+        """(B, num_bins) return-bin logits for a standard batch (images, image_mask, prompt; state if used)."""
         images = batch["images"]
         if images.ndim != 5:
             raise ValueError(f"batch['images'] must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
@@ -143,14 +158,26 @@ class ValueModel(nn.Module):
         img = self.backbone.embed_images(images)
         per_cam = img.shape[1] // images.shape[1]
         query = self.value_query.to(dtype)[None, None].expand(b, 1, -1)
-        embs = torch.cat([img, self.backbone.embed_tokens(tokens.to(dev)), query], dim=1)
-        one = torch.ones(b, 1, dtype=torch.bool, device=dev)
-        pad = torch.cat([image_mask.repeat_interleave(per_cam, dim=1), token_pad.to(dev), one], dim=1)
+        parts = [img, self.backbone.embed_tokens(tokens.to(dev))]
+        if self.state_proj is not None:
+            parts.append(self.state_proj(self._state(batch, b).to(dev, dtype))[:, None])
+        embs = torch.cat([*parts, query], dim=1)
+        extra = torch.ones(b, embs.shape[1] - img.shape[1] - tokens.shape[1], dtype=torch.bool, device=dev)
+        pad = torch.cat([image_mask.repeat_interleave(per_cam, dim=1), token_pad.to(dev), extra], dim=1)
         flags = torch.zeros_like(pad)
         flags[:, -1] = True
         hidden, _ = self.backbone.run_prefix(embs, pad, flags)
         normed, _ = self.backbone.language_model.norm(hidden[:, -1:])
         return self.value_head(normed[:, 0]).float()
+
+    def _state(self, batch: dict[str, Any], b: int) -> torch.Tensor:
+        """The (B, state_dim) state the config asks for, with a clear error when the batch lacks it."""
+        state = batch.get("state")
+        if state is None or state.ndim != 2 or state.shape[0] != b or state.shape[1] < self.config.state_dim:
+            shape = None if state is None else tuple(state.shape)
+            raise ValueError(f"value model with state_dim={self.config.state_dim} needs batch['state'] of shape "
+                             f"({b}, >= {self.config.state_dim}), got {shape}")
+        return state[:, : self.config.state_dim].float()
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Cross-entropy against the bin of batch["return"] (normalised return in [-1, 0])."""

@@ -48,6 +48,7 @@ class ValueStageConfig:
     preset: str = "full"
     overrides: dict[str, Any] = field(default_factory=dict)  # ValueConfig fields
     init_from_policy: bool = False  # start a fresh value model's backbone from the initial policy's VLM
+    use_state: bool = False  # also feed the policy's (normalised) state to a fresh value model, as one token
     train: TrainingSettings = field(default_factory=TrainingSettings)
     restart_from: str = "previous"  # "previous" iteration's value model, or "initial" (checkpoint / fresh)
     predict_batch_size: int = 64

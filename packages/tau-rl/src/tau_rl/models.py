@@ -79,10 +79,16 @@ class PolicyBundle:
         return PiConfig.from_dict(json.loads(path.read_text()))
 
     @staticmethod
-    def load(folder: Path) -> tuple[PiModel, Normalizer, PolicyBundle]:
+    def read(folder: Path) -> PolicyBundle:
+        """The bundle.json of a saved policy, without loading the model."""
         path = folder / "bundle.json"
         if not path.is_file():
             raise FileNotFoundError(f"policy bundle {folder} is incomplete: {path} missing")
-        bundle = PolicyBundle(**json.loads(path.read_text()))
+        return PolicyBundle(**json.loads(path.read_text()))
+
+    @staticmethod
+    def load(folder: Path) -> tuple[PiModel, Normalizer, PolicyBundle]:
+        """The saved policy's model, normaliser and bundle."""
+        bundle = PolicyBundle.read(folder)
         return from_pretrained(folder / "model"), Normalizer.load(folder / "normalizer.json"), bundle
 

@@ -162,7 +162,10 @@ def fit_value(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -
         model = ValueModel.from_pretrained(vc.checkpoint)
     else:
         policy = PolicyBundle.load(layout.init.policy)[0] if vc.init_from_policy else None
-        model = new_value_model(vc.preset, vc.overrides, policy)
+        overrides = dict(vc.overrides)
+        if vc.use_state:
+            overrides["state_dim"] = PolicyBundle.read(layout.init.policy).state_dim
+        model = new_value_model(vc.preset, overrides, policy)
     items = sources(config, layout, folder.index)
     normalizer = Normalizer.load(layout.init.policy / "normalizer.json")
     mixture = build_mixture(config, PolicyBundle.model_config(layout.init.policy), items, normalizer)
@@ -193,7 +196,8 @@ class _MemberRows(torch.utils.data.Dataset):
 
     def __getitem__(self, row: int) -> dict[str, Any]:
         sample = self.mixture[(self.member, row)]
-        return {"images": sample["images"], "image_mask": sample["image_mask"], "prompt": sample["prompt"]}
+        return {"images": sample["images"], "image_mask": sample["image_mask"], "state": sample["state"],
+                "prompt": sample["prompt"]}
 
 
 def compute_advantages(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
