@@ -127,7 +127,7 @@ def test_sample_actions_masked_camera(fixture):
 def test_save_and_reload_keeps_parity(fixture, tmp_path):
     model, _, inputs, outputs, prompts = fixture
     model.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
     reloaded = from_pretrained(tmp_path / "ckpt", strict=True)
     assert isinstance(reloaded, PiModel)
     reloaded.eval()
