@@ -2,6 +2,7 @@
 # Install the tau-models wheel alone into a fresh Python 3.11 venv and import it: the package teams use on its
 # own must need no other tau package. Then install every wheel together and import each package.
 set -euo pipefail
+unset PYTHONPATH  # the venvs below must see only what the wheels install
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py="$(command -v python3.11 || ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11.*/bin/python3.11 | sort -rV | head -n1)"
 tmp="$(mktemp -d)"
