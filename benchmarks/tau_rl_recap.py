@@ -1,18 +1,20 @@
-"""tau-rl benchmark: RECAP improves a deliberately weak pi0.5 on the built-in tabletop task family (CPU, minutes).
+"""tau-rl benchmark: RECAP on a deliberately weak pi0.5 on the built-in tabletop target tasks (CPU, ~20 minutes).
 
-Usage: python benchmarks/tau_rl_recap.py [--run-dir runs/bench_recap] [--iterations 2] [--demos 16] ...
+Usage: python benchmarks/tau_rl_recap.py [--run-dir runs/bench_recap] [--iterations 2] [--demos 20] ...
 
-1. Scripted demonstrations, few of them and some failed (the expert pushes a wrong block with --mistake-rate).
+1. Scripted demonstrations, some of them failed (with --mistake-rate the expert pushes a wrong block).
    Both cameras are given to the policy; its state (--state privileged, the default) holds the end-effector and
    object positions, which lets a tiny pi0.5 learn something in CPU minutes (with --state state it only gets the
-   end-effector and has to find the blocks in 48-pixel images, which it does not learn in this budget).
+   end-effector and has to find the blocks in the images, which it does not learn in this budget).
 2. The initial policy: a tiny pi0.5 (tau-models) fine-tuned on them with "Advantage: positive" on every prompt.
-   The value model starts from this policy's VLM.
+   The value model starts from this policy's VLM and also reads its state (--value-state).
 3. RECAP iterations (tau_rl.run_recap): roll out the policy (with occasional expert takeovers), fit the 201-bin value
    model, compute N-step advantages with the automatic 30% threshold, fine-tune the advantage-conditioned policy
-   (30% conditioning dropout), evaluate it with classifier-free guidance on fixed seeds.
-Prints success before and after each iteration with 95% Wilson intervals over the seeded evaluation episodes, as a
-markdown table. The run folder keeps every iteration's data, models, figures and summaries; rerunning resumes.
+   (30% conditioning dropout), evaluate it (classifier-free guidance weight --guidance) on fixed seeds.
+4. A control arm (--control): the initial policy fine-tuned on the demonstrations alone for as many steps as one
+   iteration, and a guidance sweep of the last policy, both on the same evaluation seeds.
+Prints success before and after each iteration with 95% Wilson intervals over the seeded evaluation episodes, as
+markdown tables. The run folder keeps every iteration's data, models, figures and summaries; rerunning resumes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tau_sim import EvalConfig, ExpertConfig, TabletopExpertPolicy, evaluate  # noqa: E402
 
@@ -45,7 +48,11 @@ from tau_rl import (  # noqa: E402
 )
 from tau_rl.confidence import wilson_interval  # noqa: E402
 from tau_rl.models import PolicyBundle  # noqa: E402
+from tau_rl.models import with_conditioning  # noqa: E402
 from tau_rl.recap import markdown_table  # noqa: E402
+from tau_rl.stages import build_mixture, sources  # noqa: E402
+from tau_rl.training import train  # noqa: E402
+from tau_rl.training_data import LabelledMixture  # noqa: E402
 
 
 def shared_dir() -> Path:
@@ -63,13 +70,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--run-dir", default="runs/bench_recap")
     p.add_argument("--tasks", nargs="+", default=[f"tabletop_target/push_{c}_to_target" for c in ("red", "blue", "yellow")])
     p.add_argument("--iterations", type=int, default=2)
-    p.add_argument("--demos", type=int, default=10, help="demonstrations per task")
-    p.add_argument("--mistake-rate", type=float, default=0.3, help="fraction of demos pushing a wrong block")
+    p.add_argument("--demos", type=int, default=20, help="demonstrations per task")
+    p.add_argument("--mistake-rate", type=float, default=0.5, help="fraction of demos pushing a wrong block")
     p.add_argument("--demo-noise", type=float, default=0.1, help="expert action noise in the demos")
     p.add_argument("--max-steps", type=int, default=80, help="episode step limit")
     p.add_argument("--image-size", type=int, default=64, help="rendered camera size")
-    p.add_argument("--sft-steps", type=int, default=600)
-    p.add_argument("--finetune-steps", type=int, default=500)
+    p.add_argument("--sft-steps", type=int, default=1000)
+    p.add_argument("--finetune-steps", type=int, default=1000)
     p.add_argument("--value-steps", type=int, default=300)
     p.add_argument("--value-lr", type=float, default=5e-4)
     p.add_argument("--batch-size", type=int, default=32)
@@ -77,18 +84,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the RECAP fine-tuning (--lr)")
     p.add_argument("--rollouts", type=int, default=20, help="rollout episodes per task and iteration")
     p.add_argument("--intervention-rate", type=float, default=0.25)
-    p.add_argument("--eval-episodes", type=int, default=30, help="evaluation episodes per task (fixed seeds)")
+    p.add_argument("--eval-episodes", type=int, default=40, help="evaluation episodes per task (fixed seeds)")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance weight (1: the positive-conditioned policy alone)")
     p.add_argument("--guidance-sweep", type=float, nargs="*", default=[1.5, 2.5],
                    help="extra guidance weights the last policy is evaluated with (same seeds)")
-    p.add_argument("--lookahead", type=int, default=10, help="N of the N-step advantage")
+    p.add_argument("--lookahead", type=int, default=80, help="N of the N-step advantage")
     p.add_argument("--mode", default="conditioned", choices=["conditioned", "positive"])
     p.add_argument("--state", default="privileged", choices=["privileged", "state"],
                    help="policy state: 'privileged' = end-effector and object positions, 'state' = end-effector only")
     p.add_argument("--value-state", action=argparse.BooleanOptionalAction, default=True,
                    help="feed the policy's state to the value model as well as the images and the task")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
+    p.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
+                   help="also fine-tune the initial policy on the demonstrations alone for as many steps as one "
+                        "RECAP iteration (plain behaviour cloning) and evaluate it on the same seeds")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
     return p.parse_args()
 
 
@@ -141,25 +151,50 @@ def main() -> None:
     for row in summary["iterations"][1:]:
         print(f"iteration {row['iteration']}: rollouts {row['rollout_success_rate']:.0%} successful, "
               f"advantage threshold {row['threshold']:.4g}")
-    if args.mode == "conditioned":
+    if args.control:
+        bc_control(config)
+    if args.mode == "conditioned" and args.guidance_sweep:
         guidance_sweep(config, args.guidance_sweep)
+
+
+def _evaluate(config: RecapConfig, folder: Path, weight: float) -> str:
+    """One markdown row tail: success, 95% CI and episodes of the policy in `folder` on the RECAP eval seeds."""
+    e = config.eval
+    eval_config = EvalConfig(episodes_per_task=e.episodes_per_task, seed=e.seed, num_envs=e.num_envs,
+                             use_async=False, action_steps=e.action_steps, videos_per_task=0,
+                             env_kwargs=dict(config.env_kwargs))
+    model, normalizer, bundle = PolicyBundle.load(folder)
+    policy = PiPolicy(model, normalizer, bundle, guidance_weight=weight, seed=config.seed + 7)
+    overall = evaluate(policy, config.tasks, eval_config)["overall"]
+    lo, hi = wilson_interval(overall["successes"], overall["completed"])
+    return f"{overall['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {overall['completed']} |"
+
+
+def bc_control(config: RecapConfig) -> None:
+    """The control arm: the initial policy fine-tuned on the demonstrations alone (every prompt positive, the same
+    steps and learning rate as one RECAP iteration), so RECAP's gain can be told apart from extra training."""
+    layout = RunLayout(Path(config.run_dir))
+    folder = layout.root / "control_bc"
+    if not (folder / "policy" / "bundle.json").is_file():
+        model, normalizer, bundle = PolicyBundle.load(layout.init.policy)
+        with_conditioning(model, "positive", 0.0)
+        mixture = build_mixture(config, model.config, sources(config, layout, 0), normalizer)
+        positive = [np.ones(len(member), dtype=bool) for member in mixture.members]
+        train(model, LabelledMixture(mixture, {"advantage_positive": positive}), config.policy.finetune,
+              folder / "train", config.seed + 101)
+        bundle.save(folder / "policy", model, normalizer)
+    print("\ncontrol: the initial policy fine-tuned on the demonstrations alone, same steps as one iteration:\n")
+    print("| policy | success | 95% CI | episodes |\n|---|---|---|---|")
+    print(f"| behaviour cloning control | {_evaluate(config, folder / 'policy', 1.0)}")
 
 
 def guidance_sweep(config: RecapConfig, weights: list[float]) -> None:
     """Success of the last iteration's policy at other classifier-free guidance weights, on the same eval seeds."""
     folder = RunLayout(Path(config.run_dir)).iteration(config.iterations).policy
-    e = config.eval
-    eval_config = EvalConfig(episodes_per_task=e.episodes_per_task, seed=e.seed, num_envs=e.num_envs,
-                             use_async=False, action_steps=e.action_steps, videos_per_task=0,
-                             env_kwargs=dict(config.env_kwargs))
     print(f"\nguidance sweep, RECAP iteration {config.iterations} policy:\n")
     print("| guidance w | success | 95% CI | episodes |\n|---|---|---|---|")
     for weight in weights:
-        model, normalizer, bundle = PolicyBundle.load(folder)
-        policy = PiPolicy(model, normalizer, bundle, guidance_weight=weight, seed=config.seed + 7)
-        overall = evaluate(policy, config.tasks, eval_config)["overall"]
-        lo, hi = wilson_interval(overall["successes"], overall["completed"])
-        print(f"| {weight:g} | {overall['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {overall['completed']} |")
+        print(f"| {weight:g} | {_evaluate(config, folder, weight)}")
 
 
 if __name__ == "__main__":
