@@ -95,6 +95,8 @@ def parse_args() -> argparse.Namespace:
                    help="policy state: 'privileged' = end-effector and object positions, 'state' = end-effector only")
     p.add_argument("--value-state", action=argparse.BooleanOptionalAction, default=True,
                    help="feed the policy's state to the value model as well as the images and the task")
+    p.add_argument("--demo-fraction", type=float, default=None,
+                   help="share of fine-tuning samples drawn from the demonstrations (default: by frames)")
     p.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
                    help="also fine-tune the initial policy on the demonstrations alone for as many steps as one "
                         "RECAP iteration (plain behaviour cloning) and evaluate it on the same seeds")
@@ -138,6 +140,7 @@ def main() -> None:
         advantages=AdvantageStageConfig(lookahead=args.lookahead),
         policy=PolicyStageConfig(preset="tiny", overrides=model_overrides, sft=settings(args.sft_steps, args.lr),
                                  finetune=settings(args.finetune_steps, args.finetune_lr or args.lr), mode=args.mode,
+                                 demo_fraction=args.demo_fraction,
                                  guidance_weight=args.guidance if args.mode == "conditioned" else 1.0),
         eval=EvalSettings(episodes_per_task=args.eval_episodes, num_envs=10, action_steps=5, videos_per_task=4),
     )

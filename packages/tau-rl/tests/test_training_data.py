@@ -38,3 +38,23 @@ def test_labelled_mixture_attaches_labels_by_member_and_row(synthetic):
         LabelledMixture(mixture, {"advantage": [marks[0], marks[1][:249]]})
     with pytest.raises(ValueError, match="arrays for 1 datasets"):
         LabelledMixture(mixture, {"advantage": [marks[0]]})
+
+
+def test_source_weights_give_the_demonstrations_their_share():
+    from tau_rl.stages import source_weights
+
+    frames, demo = [300, 100, 500, 100], [True, True, False, False]
+    weights = source_weights(0.5, frames, demo)
+    np.testing.assert_allclose(weights, [0.375, 0.125, 0.5 * 5 / 6, 0.5 / 6])
+    assert source_weights(1.0, frames, demo)[2:] == [0.0, 0.0]
+    assert source_weights(None, frames, demo) is None  # by frames, the mixture's default
+    assert source_weights(0.5, [300], [True]) is None  # no rollouts yet
+
+
+def test_demo_fraction_is_validated():
+    from tau_rl import RecapConfig
+
+    config = RecapConfig(run_dir="x", tasks=["tabletop/push_red_left"], demos=["d"])
+    config.policy.demo_fraction = 1.5
+    with pytest.raises(ValueError, match="demo_fraction"):
+        config.validate()

@@ -34,6 +34,9 @@ class PolicyStageConfig:
     sft: TrainingSettings = field(default_factory=lambda: TrainingSettings(steps=2000))  # init policy on demos
     finetune: TrainingSettings = field(default_factory=TrainingSettings)  # each iteration
     restart_from: str = "initial"  # "initial" (RECAP/OpenTau: fine-tune the initial policy again) or "previous"
+    # share of fine-tuning samples drawn from the demonstrations (the rest from the rollouts, each source in
+    # proportion to its frames); None: every frame equally likely, so rollouts soon outweigh the demonstrations
+    demo_fraction: Optional[float] = None
     mode: str = "conditioned"  # "conditioned" (Advantage: positive/negative + dropout) or "positive"
     conditioning_dropout: float = 0.3
     guidance_weight: float = 1.0  # classifier-free guidance at inference; 1 = conditioned model, no guidance
@@ -106,6 +109,9 @@ class RecapConfig:
         for name, preset in (("policy.preset", self.policy.preset), ("value.preset", self.value.preset)):
             if preset not in MODEL_PRESETS:
                 problems.append(f"{name} must be one of {MODEL_PRESETS}, got {preset!r}")
+        fraction = self.policy.demo_fraction
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            problems.append(f"policy.demo_fraction must be in [0, 1] or None, got {fraction}")
         if self.policy.restart_from not in ("initial", "previous"):
             problems.append(f"policy.restart_from must be 'initial' or 'previous', got {self.policy.restart_from!r}")
         if self.value.restart_from not in ("initial", "previous"):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tau_data import LeRobotDataset
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import Normalizer
 from tau_models import PiConfig, ValueModel
@@ -44,24 +45,39 @@ class Source:
     name: str
     path: Path
     assume_success: bool | None = None
+    demo: bool = False  # a demonstration dataset (not an iteration's rollouts)
 
 
 def sources(config: RecapConfig, layout: RunLayout, iteration: int) -> list[Source]:
     """Demonstrations plus the rollouts of iterations 1..iteration."""
-    demos = [Source(f"demos_{i}", Path(p), config.demos_assume_success) for i, p in enumerate(config.demos)]
+    demos = [Source(f"demos_{i}", Path(p), config.demos_assume_success, demo=True) for i, p in enumerate(config.demos)]
     rollouts = [Source(layout.iteration(k).root.name, layout.iteration(k).rollouts) for k in range(1, iteration + 1)]
     return demos + rollouts
 
 
 def build_mixture(config: RecapConfig, pc: PiConfig, items: list[Source],
-                  normalizer: Normalizer | None = None) -> MixtureDataset:
-    """The standard-sample mixture of `items` at the policy's image size, chunk and padded dimensions."""
-    specs = [DatasetSpec(path=str(s.path), cameras=list(config.cameras), name=s.name) for s in items]
+                  normalizer: Normalizer | None = None, weights: list[float] | None = None) -> MixtureDataset:
+    """The standard-sample mixture of `items` at the policy's image size, chunk and padded dimensions (sampling
+    weights per item; None: proportional to frames)."""
+    weights = weights or [None] * len(items)
+    specs = [DatasetSpec(path=str(s.path), cameras=list(config.cameras), name=s.name, weight=w)
+             for s, w in zip(items, weights, strict=True)]
     mixture_config = MixtureConfig(datasets=specs, num_cameras=len(config.cameras),
                                    image_size=(pc.vision.image_size, pc.vision.image_size),
                                    max_state_dim=pc.max_state_dim, max_action_dim=pc.max_action_dim,
                                    chunk_size=pc.chunk_size)
     return MixtureDataset(mixture_config, normalizer)
+
+
+def source_weights(demo_fraction: float | None, frames: list[int], demo: list[bool]) -> list[float] | None:
+    """Sampling weights giving the demonstrations `demo_fraction` of the samples, each group shared out by frames;
+    None (frame-proportional sampling) when no fraction is set or one group is empty."""
+    demo_frames = sum(f for f, d in zip(frames, demo, strict=True) if d)
+    rollout_frames = sum(f for f, d in zip(frames, demo, strict=True) if not d)
+    if demo_fraction is None or demo_frames == 0 or rollout_frames == 0:
+        return None
+    return [demo_fraction * f / demo_frames if d else (1.0 - demo_fraction) * f / rollout_frames
+            for f, d in zip(frames, demo, strict=True)]
 
 
 def _labels(mixture: MixtureDataset, items: list[Source]) -> list[dict[str, np.ndarray]]:
@@ -249,7 +265,9 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
     model, normalizer, bundle = PolicyBundle.load(start)
     with_conditioning(model, pc.mode, pc.conditioning_dropout)
     items = sources(config, layout, folder.index)
-    mixture = build_mixture(config, model.config, items, normalizer)
+    frames = [len(LeRobotDataset(item.path)) for item in items]
+    weights = source_weights(pc.demo_fraction, frames, [item.demo for item in items])
+    mixture = build_mixture(config, model.config, items, normalizer, weights)
     positive = []
     for member, item in zip(mixture.members, items):
         table = AdvantageTable.load(folder.advantages / f"{item.name}.parquet")
