@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
-import zlib
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from tau_sim import TABLETOP_TASKS, ExpertConfig, TabletopEnv, TabletopExpert  # noqa: E402
+from tau_sim import TABLETOP_TASKS, ExpertConfig, TabletopEnv, run_expert_episode  # noqa: E402
 from tau_sim.eval_report import package_versions  # noqa: E402
 
 
@@ -43,15 +42,9 @@ def expert_success(config: ExpertConfig, episodes_per_task: int) -> tuple[float,
     for name in TABLETOP_TASKS:
         env = TabletopEnv(name, image_size=16)
         for seed in range(episodes_per_task):
-            env.reset(seed=seed)
-            expert = TabletopExpert(config)
-            expert.reset(env.task, np.random.default_rng([seed, zlib.crc32(name.encode())]))
-            while True:
-                _, _, terminated, truncated, _ = env.step(expert.act(env.privileged_state()))
-                if terminated or truncated:
-                    break
-            wins += terminated
-            lengths.append(env.elapsed_steps)
+            success, steps = run_expert_episode(env, config, seed)
+            wins += success
+            lengths.append(steps)
     return wins / (len(TABLETOP_TASKS) * episodes_per_task), float(np.mean(lengths))
 
 

