@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tau_data import LeRobotDataset
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import Normalizer
 from tau_models import PiConfig, ValueModel
@@ -265,12 +264,11 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
     model, normalizer, bundle = PolicyBundle.load(start)
     with_conditioning(model, pc.mode, pc.conditioning_dropout)
     items = sources(config, layout, folder.index)
-    frames = [len(LeRobotDataset(item.path)) for item in items]
-    weights = source_weights(pc.demo_fraction, frames, [item.demo for item in items])
+    tables = [AdvantageTable.load(folder.advantages / f"{item.name}.parquet") for item in items]
+    weights = source_weights(pc.demo_fraction, [len(table) for table in tables], [item.demo for item in items])
     mixture = build_mixture(config, model.config, items, normalizer, weights)
     positive = []
-    for member, item in zip(mixture.members, items):
-        table = AdvantageTable.load(folder.advantages / f"{item.name}.parquet")
+    for member, item, table in zip(mixture.members, items, tables):
         if len(table) != len(member):
             raise ValueError(f"advantage table of {item.name} has {len(table)} frames, the dataset {len(member)}")
         positive.append(table.columns["positive"].astype(bool))
