@@ -27,7 +27,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tau_sim import EvalConfig, ExpertConfig, TabletopExpertPolicy, evaluate  # noqa: E402
 
@@ -48,11 +47,8 @@ from tau_rl import (  # noqa: E402
 )
 from tau_rl.confidence import wilson_interval  # noqa: E402
 from tau_rl.models import PolicyBundle  # noqa: E402
-from tau_rl.models import with_conditioning  # noqa: E402
 from tau_rl.recap import markdown_table  # noqa: E402
-from tau_rl.stages import build_mixture, sources  # noqa: E402
-from tau_rl.training import train  # noqa: E402
-from tau_rl.training_data import LabelledMixture  # noqa: E402
+from tau_rl.stages import behaviour_clone  # noqa: E402
 
 
 def shared_dir() -> Path:
@@ -180,11 +176,8 @@ def bc_control(config: RecapConfig) -> None:
     folder = layout.root / "control_bc"
     if not (folder / "policy" / "bundle.json").is_file():
         model, normalizer, bundle = PolicyBundle.load(layout.init.policy)
-        with_conditioning(model, "positive", 0.0)
-        mixture = build_mixture(config, model.config, sources(config, layout, 0), normalizer)
-        positive = [np.ones(len(member), dtype=bool) for member in mixture.members]
-        train(model, LabelledMixture(mixture, {"advantage_positive": positive}), config.policy.finetune,
-              folder / "train", config.seed + 101)
+        behaviour_clone(config, layout, model, config.policy.finetune, folder / "train", config.seed + 101,
+                        normalizer)
         bundle.save(folder / "policy", model, normalizer)
     print("\ncontrol: the initial policy fine-tuned on the demonstrations alone, same steps as one iteration:\n")
     print("| policy | success | 95% CI | episodes |\n|---|---|---|---|")

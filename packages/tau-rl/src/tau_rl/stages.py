@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import Normalizer
-from tau_models import PiConfig, ValueModel
+from tau_models import PiConfig, PiModel, ValueModel
 from tau_sim import EvalConfig, evaluate
 from tqdm import tqdm
 
@@ -25,7 +25,7 @@ from tau_rl.advantage_table import AdvantageTable
 from tau_rl.advantages import n_step_advantages
 from tau_rl.conditioning import advantage_labels
 from tau_rl.confidence import wilson_interval
-from tau_rl.config import RecapConfig
+from tau_rl.config import RecapConfig, TrainingSettings
 from tau_rl.layout import IterationFolder, RunLayout, discard, write_json_atomic
 from tau_rl.models import PolicyBundle, load_policy, new_policy, new_value_model, with_conditioning
 from tau_rl.plots import plot_advantage_histogram, plot_value_calibration
@@ -109,6 +109,20 @@ def _clear(*paths: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- init
 
 
+def behaviour_clone(config: RecapConfig, layout: RunLayout, model: PiModel, settings: TrainingSettings,
+                    output_dir: Path, seed: int, normalizer: Normalizer | None = None) -> tuple[MixtureDataset, dict]:
+    """Train `model` in place on the demonstrations alone, every prompt "Advantage: positive" (plain behaviour
+    cloning); returns the demonstration mixture and the last training metrics."""
+    with_conditioning(model, "positive", 0.0)
+    mixture = build_mixture(config, model.config, sources(config, layout, 0), normalizer)
+    if len(set(mixture.heads)) != 1:
+        raise ValueError(f"the demonstrations fall into several normalisation heads {sorted(set(mixture.heads))}; "
+                         "RECAP acts in one environment, so give demos of one robot_type")
+    positive = [np.ones(len(m), dtype=bool) for m in mixture.members]
+    metrics = train(model, LabelledMixture(mixture, {"advantage_positive": positive}), settings, output_dir, seed)
+    return mixture, metrics
+
+
 def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
     """The starting policy: the given checkpoint or a fresh model, fine-tuned on the demonstrations with every
     prompt saying "Advantage: positive"; the normaliser computed here is used by every later stage."""
@@ -116,15 +130,7 @@ def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
     _clear(folder / "model", folder / "normalizer.json", folder / "bundle.json")
     pc = config.policy
     model = load_policy(pc.checkpoint, pc.overrides) if pc.checkpoint else new_policy(pc.preset, pc.overrides)
-    with_conditioning(model, "positive", 0.0)
-    items = sources(config, layout, 0)
-    mixture = build_mixture(config, model.config, items)
-    if len(set(mixture.heads)) != 1:
-        raise ValueError(f"the demonstrations fall into several normalisation heads {sorted(set(mixture.heads))}; "
-                         "RECAP acts in one environment, so give demos of one robot_type")
-    positive = [np.ones(len(m), dtype=bool) for m in mixture.members]
-    metrics = train(model, LabelledMixture(mixture, {"advantage_positive": positive}), pc.sft, folder / "train",
-                    config.seed)
+    mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", config.seed)
     bundle = PolicyBundle(norm_head=mixture.heads[0], state_dim=mixture.state_dims[0],
                           action_dim=mixture.action_dims[0], image_size=model.config.vision.image_size,
                           num_cameras=len(config.cameras), state_key=config.collect.state_key)
