@@ -113,6 +113,18 @@ def test_eval_expert_and_random_bounds(tmp_path: Path) -> None:
     assert expert["success_rate"] == 1.0 and random["completed"] == 2
 
 
+def test_eval_and_generate_take_a_scene_layout(tmp_path: Path) -> None:
+    common = ["--tasks", TASK, "--episodes-per-task", "2", "--videos-per-task", "0", "--layout", "slots"]
+    invoke(eval_main, ["--expert", *common, "--output-dir", str(tmp_path / "expert")])
+    assert json.loads((tmp_path / "expert" / "summary.json").read_text())["overall"]["success_rate"] == 1.0
+    out = tmp_path / "demos"
+    invoke(data_main, ["generate", "--output", str(out), "--tasks", TASK, "--episodes-per-task", "1",
+                       "--layout", "uniform", "--image-size", "16"])
+    assert json.loads(invoke(data_main, ["info", str(out)]).output)["episodes"] == 1
+    bad = CliRunner().invoke(eval_main, ["--expert", "--layout", "grid"])
+    assert bad.exit_code != 0 and "'grid' is not one of" in bad.output
+
+
 def test_train_refuses_architecture_overrides_on_a_pretrained_policy(trained: Path) -> None:
     result = CliRunner().invoke(train_main, [
         "model.pretrained=" + str(trained / "train" / "policy" / "model"), "model.overrides.vision.image_size=64",
