@@ -34,7 +34,7 @@ def tiny_config(run_dir, demos) -> RecapConfig:
         policy=PolicyStageConfig(preset="tiny", overrides={"tokenizer_name": tokenizer, "tokenizer_max_length": 64,
                                                            "max_state_dim": 4, "max_action_dim": 4, "chunk_size": 5,
                                                            "num_inference_steps": 2},
-                                 sft=tiny_train, finetune=tiny_train, guidance_weight=1.5, demo_fraction=0.5),
+                                 sft=tiny_train, finetune=tiny_train, guidance_weight=1.5, demo_fraction=0.5, positive_sample_fraction=0.7),
         eval=EvalSettings(episodes_per_task=3, num_envs=3, videos_per_task=1),
     )
 
@@ -69,6 +69,8 @@ def test_two_iterations_end_to_end_and_resume(tmp_path, demos):
         assert folder.calibration_png.stat().st_size > 1000 and folder.histogram_png.stat().st_size > 1000
         threshold = json.loads(folder.threshold.read_text())
         assert 0.0 < threshold["positive_fraction"] <= 0.3 + 1 / threshold["num_frames"]
+        # positive_sample_fraction=0.7: positive frames are drawn more often than their share of the frames
+        assert folder.record("policy")["positive_sample_share"] > threshold["positive_fraction"]
         # every source of this iteration has its own advantage table, aligned with the dataset's frames
         sources = ["demos_0"] + [f"iter_{k:03d}" for k in range(1, index + 1)]
         assert sorted(p.stem for p in folder.advantages.glob("*.parquet")) == sources

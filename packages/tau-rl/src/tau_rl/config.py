@@ -37,6 +37,10 @@ class PolicyStageConfig:
     # share of fine-tuning samples drawn from the demonstrations (the rest from the rollouts, each source in
     # proportion to its frames); None: every frame equally likely, so rollouts soon outweigh the demonstrations
     demo_fraction: Optional[float] = None
+    # share of fine-tuning samples drawn from frames labelled positive (None: as labelled, about
+    # advantages.positive_fraction); the positive-conditioned policy is unchanged in expectation, but a short
+    # fine-tune spends more of its steps on the behaviour it will be asked for
+    positive_sample_fraction: Optional[float] = None
     mode: str = "conditioned"  # "conditioned" (Advantage: positive/negative + dropout) or "positive"
     conditioning_dropout: float = 0.3
     guidance_weight: float = 1.0  # classifier-free guidance at inference; 1 = conditioned model, no guidance
@@ -112,6 +116,12 @@ class RecapConfig:
         fraction = self.policy.demo_fraction
         if fraction is not None and not 0.0 <= fraction <= 1.0:
             problems.append(f"policy.demo_fraction must be in [0, 1] or None, got {fraction}")
+        share = self.policy.positive_sample_fraction
+        if share is not None and not 0.0 < share < 1.0:
+            problems.append(f"policy.positive_sample_fraction must be in (0, 1) or None, got {share}")
+        if share is not None and self.policy.mode != "conditioned":
+            problems.append("policy.positive_sample_fraction needs policy.mode='conditioned' (in 'positive' mode "
+                            "every frame is positive)")
         if self.policy.restart_from not in ("initial", "previous"):
             problems.append(f"policy.restart_from must be 'initial' or 'previous', got {self.policy.restart_from!r}")
         if self.value.restart_from not in ("initial", "previous"):

@@ -34,7 +34,7 @@ from tau_rl.returns import episode_bounds, episode_rewards, frame_returns
 from tau_rl.rollouts import collect_rollouts, write_episodes
 from tau_rl.threshold import choose_threshold
 from tau_rl.training import train
-from tau_rl.training_data import LabelledMixture, frame_labels
+from tau_rl.training_data import FrameGroups, LabelledMixture, frame_labels
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,10 @@ def sources(config: RecapConfig, layout: RunLayout, iteration: int) -> list[Sour
 
 
 def build_mixture(config: RecapConfig, pc: PiConfig, items: list[Source],
-                  normalizer: Normalizer | None = None, weights: list[float] | None = None) -> MixtureDataset:
-    """The standard-sample mixture of `items` at the policy's image size, chunk and padded dimensions (sampling
-    weights per item; None: proportional to frames)."""
-    weights = weights or [None] * len(items)
-    specs = [DatasetSpec(path=str(s.path), cameras=list(config.cameras), name=s.name, weight=w)
-             for s, w in zip(items, weights, strict=True)]
+                  normalizer: Normalizer | None = None) -> MixtureDataset:
+    """The standard-sample mixture of `items` at the policy's image size, chunk and padded dimensions (sampled in
+    proportion to frames)."""
+    specs = [DatasetSpec(path=str(s.path), cameras=list(config.cameras), name=s.name) for s in items]
     mixture_config = MixtureConfig(datasets=specs, num_cameras=len(config.cameras),
                                    image_size=(pc.vision.image_size, pc.vision.image_size),
                                    max_state_dim=pc.max_state_dim, max_action_dim=pc.max_action_dim,
@@ -68,15 +66,26 @@ def build_mixture(config: RecapConfig, pc: PiConfig, items: list[Source],
     return MixtureDataset(mixture_config, normalizer)
 
 
-def source_weights(demo_fraction: float | None, frames: list[int], demo: list[bool]) -> list[float] | None:
-    """Sampling weights giving the demonstrations `demo_fraction` of the samples, each group shared out by frames;
-    None (frame-proportional sampling) when no fraction is set or one group is empty."""
-    demo_frames = sum(f for f, d in zip(frames, demo, strict=True) if d)
-    rollout_frames = sum(f for f, d in zip(frames, demo, strict=True) if not d)
-    if demo_fraction is None or demo_frames == 0 or rollout_frames == 0:
-        return None
-    return [demo_fraction * f / demo_frames if d else (1.0 - demo_fraction) * f / rollout_frames
-            for f, d in zip(frames, demo, strict=True)]
+def group_weights(frames: list[int], demo: list[bool], positive: list[bool], demo_fraction: float | None,
+                  positive_fraction: float | None) -> list[float]:
+    """Sampling weights of groups of frames (the positive and the negative frames of each source): demonstrations
+    get `demo_fraction` of the samples and, within the demonstrations and within the rollouts alike, positive frames
+    get `positive_fraction`; each share is spread over its frames (None, or an empty side: by frames)."""
+    weights = _share(np.asarray(frames, dtype=np.float64), np.asarray(demo, dtype=bool), demo_fraction)
+    for part in (np.asarray(demo, dtype=bool), ~np.asarray(demo, dtype=bool)):
+        total = weights[part].sum()
+        if total > 0:
+            weights[part] = total * _share(weights[part], np.asarray(positive, dtype=bool)[part], positive_fraction)
+    return weights.tolist()
+
+
+def _share(weights: np.ndarray, inside: np.ndarray, fraction: float | None) -> np.ndarray:
+    """`weights` rescaled to sum to 1 with `fraction` of it on the `inside` entries (unchanged when no fraction is
+    set or one side has no weight)."""
+    inner, outer = weights[inside].sum(), weights[~inside].sum()
+    if fraction is None or inner == 0 or outer == 0:
+        return weights / max(inner + outer, 1e-300)
+    return np.where(inside, weights * fraction / inner, weights * (1.0 - fraction) / outer)
 
 
 def _labels(mixture: MixtureDataset, items: list[Source]) -> list[dict[str, np.ndarray]]:
@@ -95,7 +104,8 @@ def load_acting_policy(config: RecapConfig, folder: Path, seed: int, trained_con
                     num_inference_steps=config.policy.num_inference_steps, seed=seed)
 
 
-def _eval_config(config: RecapConfig) -> EvalConfig:
+def eval_config(config: RecapConfig) -> EvalConfig:
+    """The tau-sim evaluation settings of every policy of the run (the same seeds for all, so rows compare)."""
     e = config.eval
     return EvalConfig(episodes_per_task=e.episodes_per_task, seed=e.seed, num_envs=e.num_envs, use_async=e.use_async,
                       action_steps=e.action_steps, videos_per_task=e.videos_per_task, env_kwargs=dict(config.env_kwargs))
@@ -143,7 +153,7 @@ def evaluate_policy(config: RecapConfig, layout: RunLayout, folder: IterationFol
     _clear(folder.eval)
     policy = load_acting_policy(config, folder.policy, seed=config.seed + 7, trained_conditioned=folder.index > 0
                                 and config.policy.mode == "conditioned")
-    summary = evaluate(policy, config.tasks, _eval_config(config), output_dir=folder.eval)
+    summary = evaluate(policy, config.tasks, eval_config(config), output_dir=folder.eval)
     overall = summary["overall"]
     if overall["completed"] == 0:
         raise RuntimeError(f"evaluation of {folder.policy} completed no episode: {summary['missing_episodes'][:3]}")
@@ -262,7 +272,8 @@ def compute_advantages(config: RecapConfig, layout: RunLayout, folder: Iteration
 
 
 def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
-    """Fine-tune the advantage-conditioned policy on every source with this iteration's labels."""
+    """Fine-tune the advantage-conditioned policy on every source with this iteration's labels, sampling the
+    positive and negative frames of each source as `policy.demo_fraction` and `positive_sample_fraction` say."""
     out = folder.policy
     _clear(out / "model", out / "normalizer.json", out / "bundle.json")
     pc = config.policy
@@ -271,18 +282,25 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
     with_conditioning(model, pc.mode, pc.conditioning_dropout)
     items = sources(config, layout, folder.index)
     tables = [AdvantageTable.load(folder.advantages / f"{item.name}.parquet") for item in items]
-    weights = source_weights(pc.demo_fraction, [len(table) for table in tables], [item.demo for item in items])
-    mixture = build_mixture(config, model.config, items, normalizer, weights)
+    mixture = build_mixture(config, model.config, items, normalizer)
     positive = []
     for member, item, table in zip(mixture.members, items, tables):
         if len(table) != len(member):
             raise ValueError(f"advantage table of {item.name} has {len(table)} frames, the dataset {len(member)}")
         positive.append(table.columns["positive"].astype(bool))
-    dataset = LabelledMixture(mixture, {"advantage_positive": positive})
+    groups, group_positive = [], []
+    for d, labels in enumerate(positive):
+        for label in (True, False):
+            groups.append((d, np.flatnonzero(labels == label)))
+            group_positive.append(label)
+    weights = group_weights([len(rows) for _, rows in groups], [items[d].demo for d, _ in groups], group_positive,
+                            pc.demo_fraction, pc.positive_sample_fraction)
+    dataset = FrameGroups(LabelledMixture(mixture, {"advantage_positive": positive}), groups, weights)
     metrics = train(model, dataset, pc.finetune, out / "train", config.seed + 100 + folder.index)
     bundle.save(out, model, normalizer)
-    fraction = float(np.concatenate(positive).mean())
-    return {"frames": len(mixture), "positive_fraction": fraction, "started_from": str(start), "train": metrics}
+    sampled = sum(w for w, label in zip(weights, group_positive) if label) / sum(weights)
+    return {"frames": len(mixture), "positive_fraction": float(np.concatenate(positive).mean()),
+            "positive_sample_share": sampled, "started_from": str(start), "train": metrics}
 
 
 def summarize(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:

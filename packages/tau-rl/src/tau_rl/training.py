@@ -25,7 +25,7 @@ from tau_train import (
 )
 
 from tau_rl.config import TrainingSettings
-from tau_rl.training_data import LabelledMixture
+from tau_rl.training_data import FrameGroups, LabelledMixture
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def train_config(settings: TrainingSettings, output_dir: Path, seed: int) -> Tra
     )
 
 
-def train(model: torch.nn.Module, dataset: LabelledMixture, settings: TrainingSettings, output_dir: Path,
+def train(model: torch.nn.Module, dataset: LabelledMixture | FrameGroups, settings: TrainingSettings, output_dir: Path,
           seed: int) -> dict[str, float]:
     """Train `model` in place for `settings.steps` steps (resuming a crashed run); return the last metrics."""
     if settings.steps == 0:

@@ -77,3 +77,30 @@ class LabelledMixture(torch.utils.data.Dataset):
         for name, arrays in self.labels.items():
             sample[name] = arrays[d][row]
         return sample
+
+
+class FrameGroups(torch.utils.data.Dataset):
+    """Groups of rows of a LabelledMixture, each sampled with its own weight (e.g. the positive and the negative
+    frames of every source), in the shape tau-data's sampler draws from: group g's row r is row groups[g][1][r] of
+    mixture member groups[g][0]. Empty groups are left out."""
+
+    def __init__(self, dataset: LabelledMixture, groups: Sequence[tuple[int, np.ndarray]],
+                 weights: Sequence[float]) -> None:
+        if len(groups) != len(weights):
+            raise ValueError(f"{len(groups)} frame groups but {len(weights)} weights")
+        kept = [(g, w) for g, w in zip(groups, weights) if len(g[1])]
+        if not kept or sum(w for _, w in kept) <= 0:
+            raise ValueError("every frame group is empty or has weight 0: nothing to sample")
+        self.dataset = dataset
+        self.groups = [(int(d), np.asarray(rows, dtype=np.int64)) for (d, rows), _ in kept]
+        self.lengths = np.array([len(rows) for _, rows in self.groups])
+        self.weights = np.array([w for _, w in kept], dtype=np.float64) / sum(w for _, w in kept)
+
+    def __len__(self) -> int:
+        return int(self.lengths.sum())
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        if not isinstance(key, (tuple, list)):
+            raise TypeError(f"FrameGroups is indexed by (group, row[, seed]) from the mixture sampler, got {key!r}")
+        d, rows = self.groups[int(key[0])]
+        return self.dataset[(d, int(rows[int(key[1])]), *key[2:])]
