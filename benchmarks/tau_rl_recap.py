@@ -1,4 +1,4 @@
-"""tau-rl benchmark: RECAP on a deliberately weak pi0.5 on the built-in tabletop target tasks (CPU, ~20 minutes).
+"""tau-rl benchmark: RECAP on a deliberately weak pi0.5 on the built-in tabletop target tasks (CPU, ~30 minutes).
 
 Usage: python benchmarks/tau_rl_recap.py [--run-dir runs/bench_recap] [--iterations 2] [--demos 20] ...
 
@@ -8,11 +8,12 @@ Usage: python benchmarks/tau_rl_recap.py [--run-dir runs/bench_recap] [--iterati
    end-effector and has to find the blocks in the images, which it does not learn in this budget).
 2. The initial policy: a tiny pi0.5 (tau-models) fine-tuned on them with "Advantage: positive" on every prompt.
    The value model starts from this policy's VLM and also reads its state (--value-state).
-3. RECAP iterations (tau_rl.run_recap): roll out the policy (with occasional expert takeovers), fit the 201-bin value
-   model, compute N-step advantages with the automatic 30% threshold, fine-tune the advantage-conditioned policy
-   (30% conditioning dropout), evaluate it (classifier-free guidance weight --guidance) on fixed seeds.
-4. A control arm (--control): the initial policy fine-tuned on the demonstrations alone for as many steps as one
-   iteration, and a guidance sweep of the last policy, both on the same evaluation seeds.
+3. RECAP iterations (tau_rl.run_recap): roll out the policy (an expert takes over half of the episodes), fit the
+   201-bin value model, compute N-step advantages with the automatic 30% threshold, fine-tune the previous
+   iteration's advantage-conditioned policy (30% conditioning dropout; positive frames drawn for 80% of the samples,
+   --positive-sample-fraction), evaluate it (classifier-free guidance weight --guidance) on fixed seeds.
+4. A control arm (--control): the initial policy trained on, on the demonstrations alone, for as many steps as the
+   RECAP fine-tuning, and a guidance sweep of the last policy, all on the same evaluation seeds.
 Prints success before and after each iteration with 95% Wilson intervals over the seeded evaluation episodes, as
 markdown tables. The run folder keeps every iteration's data, models, figures and summaries; rerunning resumes.
 """
@@ -20,6 +21,7 @@ markdown tables. The run folder keeps every iteration's data, models, figures an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -28,7 +30,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from tau_sim import EvalConfig, ExpertConfig, TabletopExpertPolicy, evaluate  # noqa: E402
+from tau_sim import ExpertConfig, TabletopExpertPolicy, evaluate  # noqa: E402
 
 from tau_rl import (  # noqa: E402
     AdvantageStageConfig,
@@ -48,7 +50,7 @@ from tau_rl import (  # noqa: E402
 from tau_rl.confidence import wilson_interval  # noqa: E402
 from tau_rl.models import PolicyBundle  # noqa: E402
 from tau_rl.recap import markdown_table  # noqa: E402
-from tau_rl.stages import behaviour_clone  # noqa: E402
+from tau_rl.stages import behaviour_clone, eval_config  # noqa: E402
 
 
 def shared_dir() -> Path:
@@ -78,9 +80,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the RECAP fine-tuning (--lr)")
-    p.add_argument("--rollouts", type=int, default=20, help="rollout episodes per task and iteration")
-    p.add_argument("--intervention-rate", type=float, default=0.25)
-    p.add_argument("--eval-episodes", type=int, default=40, help="evaluation episodes per task (fixed seeds)")
+    p.add_argument("--rollouts", type=int, default=40, help="rollout episodes per task and iteration")
+    p.add_argument("--intervention-rate", type=float, default=0.5, help="share of rollouts an expert takes over")
+    p.add_argument("--restart-from", default="previous", choices=["previous", "initial"],
+                   help="each iteration fine-tunes the previous iteration's policy or the initial one again")
+    p.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes per task (fixed seeds)")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance weight (1: the positive-conditioned policy alone)")
     p.add_argument("--guidance-sweep", type=float, nargs="*", default=[1.5, 2.5],
@@ -93,6 +97,8 @@ def parse_args() -> argparse.Namespace:
                    help="feed the policy's state to the value model as well as the images and the task")
     p.add_argument("--demo-fraction", type=float, default=None,
                    help="share of fine-tuning samples drawn from the demonstrations (default: by frames)")
+    p.add_argument("--positive-sample-fraction", type=float, default=0.8,
+                   help="share of fine-tuning samples drawn from frames labelled positive (0: as labelled, ~30%%)")
     p.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
                    help="also fine-tune the initial policy on the demonstrations alone for as many steps as one "
                         "RECAP iteration (plain behaviour cloning) and evaluate it on the same seeds")
@@ -136,7 +142,8 @@ def main() -> None:
         advantages=AdvantageStageConfig(lookahead=args.lookahead),
         policy=PolicyStageConfig(preset="tiny", overrides=model_overrides, sft=settings(args.sft_steps, args.lr),
                                  finetune=settings(args.finetune_steps, args.finetune_lr or args.lr), mode=args.mode,
-                                 demo_fraction=args.demo_fraction,
+                                 demo_fraction=args.demo_fraction, restart_from=args.restart_from,
+                                 positive_sample_fraction=args.positive_sample_fraction or None,
                                  guidance_weight=args.guidance if args.mode == "conditioned" else 1.0),
         eval=EvalSettings(episodes_per_task=args.eval_episodes, num_envs=10, action_steps=5, videos_per_task=4),
     )
@@ -158,30 +165,34 @@ def main() -> None:
 
 def _evaluate(config: RecapConfig, folder: Path, weight: float) -> str:
     """One markdown row tail: success, 95% CI and episodes of the policy in `folder` on the RECAP eval seeds."""
-    e = config.eval
-    eval_config = EvalConfig(episodes_per_task=e.episodes_per_task, seed=e.seed, num_envs=e.num_envs,
-                             use_async=False, action_steps=e.action_steps, videos_per_task=0,
-                             env_kwargs=dict(config.env_kwargs))
+    settings = dataclasses.replace(eval_config(config), use_async=False, videos_per_task=0)
     model, normalizer, bundle = PolicyBundle.load(folder)
     policy = PiPolicy(model, normalizer, bundle, guidance_weight=weight, seed=config.seed + 7)
-    overall = evaluate(policy, config.tasks, eval_config)["overall"]
+    overall = evaluate(policy, config.tasks, settings)["overall"]
     lo, hi = wilson_interval(overall["successes"], overall["completed"])
     return f"{overall['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {overall['completed']} |"
 
 
 def bc_control(config: RecapConfig) -> None:
-    """The control arm: the initial policy fine-tuned on the demonstrations alone (every prompt positive, the same
-    steps and learning rate as one RECAP iteration), so RECAP's gain can be told apart from extra training."""
+    """The control arm: the initial policy trained on, on the demonstrations alone (every prompt positive), with
+    the steps and learning rate of the RECAP fine-tuning: one row per iteration when RECAP restarts from the
+    previous policy (so the steps add up as RECAP's do), one row when it restarts from the initial policy. It tells
+    RECAP's gain apart from extra training."""
     layout = RunLayout(Path(config.run_dir))
-    folder = layout.root / "control_bc"
-    if not (folder / "policy" / "bundle.json").is_file():
-        model, normalizer, bundle = PolicyBundle.load(layout.init.policy)
-        behaviour_clone(config, layout, model, config.policy.finetune, folder / "train", config.seed + 101,
-                        normalizer)
-        bundle.save(folder / "policy", model, normalizer)
-    print("\ncontrol: the initial policy fine-tuned on the demonstrations alone, same steps as one iteration:\n")
+    rounds = config.iterations if config.policy.restart_from == "previous" else 1
+    print("\ncontrol: the initial policy trained on the demonstrations alone, the same steps as RECAP:\n")
     print("| policy | success | 95% CI | episodes |\n|---|---|---|---|")
-    print(f"| behaviour cloning control | {_evaluate(config, folder / 'policy', 1.0)}")
+    previous = layout.init.policy
+    for k in range(1, rounds + 1):
+        folder = layout.root / "control_bc" / f"round_{k:03d}"
+        if not (folder / "policy" / "bundle.json").is_file():
+            model, normalizer, bundle = PolicyBundle.load(previous)
+            behaviour_clone(config, layout, model, config.policy.finetune, folder / "train", config.seed + 100 + k,
+                            normalizer)
+            bundle.save(folder / "policy", model, normalizer)
+        steps = k * config.policy.finetune.steps
+        print(f"| behaviour cloning, +{steps} steps | {_evaluate(config, folder / 'policy', 1.0)}")
+        previous = folder / "policy"
 
 
 def guidance_sweep(config: RecapConfig, weights: list[float]) -> None:
