@@ -105,3 +105,27 @@ def test_resume_refuses_a_changed_config(tmp_path, demos):
     config.advantages.lookahead = 7
     with pytest.raises(ValueError, match="advantages"):
         run_recap(config)
+
+
+def test_a_checkpoint_without_sft_starts_as_it_was_trained(tmp_path, demos):
+    from tau_models import PiModel
+
+    from tau_rl.models import new_policy
+    from tau_rl.stages import init_policy
+
+    first = tiny_config(tmp_path / "first", demos)
+    first.policy.sft.steps = 1
+    init_policy(first, RunLayout(tmp_path / "first"))
+    # a checkpoint trained elsewhere: no advantage conditioning, its own normaliser beside its model/ folder
+    checkpoint = tmp_path / "elsewhere"
+    new_policy("tiny", first.policy.overrides).save_pretrained(checkpoint / "model")
+    saved = json.loads((RunLayout(tmp_path / "first").init.policy / "normalizer.json").read_text())
+    saved["modes"] = {key: "MEAN_STD" for key in saved["modes"]}  # not what tau-data would compute by default
+    (checkpoint / "normalizer.json").write_text(json.dumps(saved))
+    second = tiny_config(tmp_path / "second", demos)
+    second.policy.checkpoint, second.policy.sft.steps = str(checkpoint / "model"), 0
+    record = init_policy(second, RunLayout(tmp_path / "second"))
+    started = RunLayout(tmp_path / "second").init.policy
+    assert record["train"] == {}
+    assert json.loads((started / "normalizer.json").read_text())["modes"] == saved["modes"]
+    assert not PiModel.from_pretrained(started / "model").config.advantage_conditioning  # its prompts, unchanged

@@ -119,15 +119,34 @@ def _clear(*paths: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- init
 
 
+def demo_mixture(config: RecapConfig, layout: RunLayout, pc: PiConfig,
+                 normalizer: Normalizer | None = None) -> MixtureDataset:
+    """The demonstrations as one mixture, which must fall into one normalisation head (RECAP acts in one env)."""
+    mixture = build_mixture(config, pc, sources(config, layout, 0), normalizer)
+    if len(set(mixture.heads)) != 1:
+        raise ValueError(f"the demonstrations fall into several normalisation heads {sorted(set(mixture.heads))}; "
+                         "RECAP acts in one environment, so give demos of one robot_type")
+    return mixture
+
+
+def checkpoint_normalizer(checkpoint: str | None) -> Normalizer | None:
+    """The normaliser saved with a tau policy checkpoint (normalizer.json in the folder or beside its model/ folder),
+    so a policy trained elsewhere keeps the statistics and modes it learnt with; None: compute it from the demos."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint)
+    for candidate in (path / "normalizer.json", path.parent / "normalizer.json"):
+        if candidate.is_file():
+            return Normalizer.load(candidate)
+    return None
+
+
 def behaviour_clone(config: RecapConfig, layout: RunLayout, model: PiModel, settings: TrainingSettings,
                     output_dir: Path, seed: int, normalizer: Normalizer | None = None) -> tuple[MixtureDataset, dict]:
     """Train `model` in place on the demonstrations alone, every prompt "Advantage: positive" (plain behaviour
     cloning); returns the demonstration mixture and the last training metrics."""
     with_conditioning(model, "positive", 0.0)
-    mixture = build_mixture(config, model.config, sources(config, layout, 0), normalizer)
-    if len(set(mixture.heads)) != 1:
-        raise ValueError(f"the demonstrations fall into several normalisation heads {sorted(set(mixture.heads))}; "
-                         "RECAP acts in one environment, so give demos of one robot_type")
+    mixture = demo_mixture(config, layout, model.config, normalizer)
     positive = [np.ones(len(m), dtype=bool) for m in mixture.members]
     metrics = train(model, LabelledMixture(mixture, {"advantage_positive": positive}), settings, output_dir, seed)
     return mixture, metrics
@@ -135,12 +154,17 @@ def behaviour_clone(config: RecapConfig, layout: RunLayout, model: PiModel, sett
 
 def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
     """The starting policy: the given checkpoint or a fresh model, fine-tuned on the demonstrations with every
-    prompt saying "Advantage: positive"; the normaliser computed here is used by every later stage."""
+    prompt saying "Advantage: positive" (with sft.steps=0, the checkpoint as it is, prompts and all); the
+    normaliser (the checkpoint's own, else computed from the demos) is used by every later stage."""
     folder = layout.init.policy
     _clear(folder / "model", folder / "normalizer.json", folder / "bundle.json")
     pc = config.policy
     model = load_policy(pc.checkpoint, pc.overrides) if pc.checkpoint else new_policy(pc.preset, pc.overrides)
-    mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", config.seed)
+    normalizer = checkpoint_normalizer(pc.checkpoint)
+    if pc.sft.steps > 0:
+        mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", config.seed, normalizer)
+    else:
+        mixture, metrics = demo_mixture(config, layout, model.config, normalizer), {}
     bundle = PolicyBundle(norm_head=mixture.heads[0], state_dim=mixture.state_dims[0],
                           action_dim=mixture.action_dims[0], image_size=model.config.vision.image_size,
                           num_cameras=len(config.cameras), state_key=config.collect.state_key)
