@@ -100,8 +100,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--positive-sample-fraction", type=float, default=0.8,
                    help="share of fine-tuning samples drawn from frames labelled positive (0: as labelled, ~30%%)")
     p.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
-                   help="also fine-tune the initial policy on the demonstrations alone for as many steps as one "
-                        "RECAP iteration (plain behaviour cloning) and evaluate it on the same seeds")
+                   help="also train the initial policy on the demonstrations alone (plain behaviour cloning) for as "
+                        "many steps as the RECAP fine-tuning and evaluate it on the same seeds")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     return p.parse_args()
 

@@ -34,7 +34,8 @@ def tiny_config(run_dir, demos) -> RecapConfig:
         policy=PolicyStageConfig(preset="tiny", overrides={"tokenizer_name": tokenizer, "tokenizer_max_length": 64,
                                                            "max_state_dim": 4, "max_action_dim": 4, "chunk_size": 5,
                                                            "num_inference_steps": 2},
-                                 sft=tiny_train, finetune=tiny_train, guidance_weight=1.5, demo_fraction=0.5, positive_sample_fraction=0.7),
+                                 sft=tiny_train, finetune=tiny_train, guidance_weight=1.5, demo_fraction=0.5,
+                                 positive_sample_fraction=0.7),
         eval=EvalSettings(episodes_per_task=3, num_envs=3, videos_per_task=1),
     )
 

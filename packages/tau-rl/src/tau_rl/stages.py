@@ -71,11 +71,12 @@ def group_weights(frames: list[int], demo: list[bool], positive: list[bool], dem
     """Sampling weights of groups of frames (the positive and the negative frames of each source): demonstrations
     get `demo_fraction` of the samples and, within the demonstrations and within the rollouts alike, positive frames
     get `positive_fraction`; each share is spread over its frames (None, or an empty side: by frames)."""
-    weights = _share(np.asarray(frames, dtype=np.float64), np.asarray(demo, dtype=bool), demo_fraction)
-    for part in (np.asarray(demo, dtype=bool), ~np.asarray(demo, dtype=bool)):
+    demo, positive = np.asarray(demo, dtype=bool), np.asarray(positive, dtype=bool)
+    weights = _share(np.asarray(frames, dtype=np.float64), demo, demo_fraction)
+    for part in (demo, ~demo):
         total = weights[part].sum()
         if total > 0:
-            weights[part] = total * _share(weights[part], np.asarray(positive, dtype=bool)[part], positive_fraction)
+            weights[part] = total * _share(weights[part], positive[part], positive_fraction)
     return weights.tolist()
 
 
@@ -307,15 +308,13 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
     items = sources(config, layout, folder.index)
     tables = [AdvantageTable.load(folder.advantages / f"{item.name}.parquet") for item in items]
     mixture = build_mixture(config, model.config, items, normalizer)
-    positive = []
-    for member, item, table in zip(mixture.members, items, tables):
+    positive, groups, group_positive = [], [], []
+    for d, (member, item, table) in enumerate(zip(mixture.members, items, tables)):
         if len(table) != len(member):
             raise ValueError(f"advantage table of {item.name} has {len(table)} frames, the dataset {len(member)}")
         positive.append(table.columns["positive"].astype(bool))
-    groups, group_positive = [], []
-    for d, labels in enumerate(positive):
         for label in (True, False):
-            groups.append((d, np.flatnonzero(labels == label)))
+            groups.append((d, np.flatnonzero(positive[-1] == label)))
             group_positive.append(label)
     weights = group_weights([len(rows) for _, rows in groups], [items[d].demo for d, _ in groups], group_positive,
                             pc.demo_fraction, pc.positive_sample_fraction)
