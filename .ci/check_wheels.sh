@@ -13,9 +13,9 @@ quiet() { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 "${tmp}/alone/bin/pip" install -q dist/tau_models-*.whl "torch==2.13.0" 2>&1 | quiet
 "${tmp}/alone/bin/python" - <<'PY'
 import importlib.util, tau_models
-others = [m for m in ("tau_data", "tau_train", "tau_sim", "tau_rl") if importlib.util.find_spec(m)]
+others = [m for m in ("tau_data", "tau_train", "tau_sim", "tau_policy", "tau_rl") if importlib.util.find_spec(m)]
 assert not others, f"the tau-models wheel pulled in {others}"
 print(f"tau-models {tau_models.__version__} imports alone")
 PY
 "${tmp}/alone/bin/pip" install -q dist/tau_*.whl "torch==2.13.0" 2>&1 | quiet
-"${tmp}/alone/bin/python" -c "import tau_data, tau_models, tau_train, tau_sim, tau_rl; print('all five wheels import together')"
+"${tmp}/alone/bin/python" -c "import tau_data, tau_models, tau_train, tau_sim, tau_policy, tau_rl; print('all six wheels import together')"

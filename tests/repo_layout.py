@@ -4,17 +4,23 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGES = ("tau_data", "tau_models", "tau_train", "tau_sim", "tau_rl")
-APPS = ("train_app", "eval_app", "rl_app", "data_app")
+PACKAGES = ("tau_data", "tau_models", "tau_train", "tau_sim", "tau_policy", "tau_rl")
+APPS = ("train_app", "eval_app", "rl_app", "data_app", "serve_app")
+_BELOW_RL = frozenset({"tau_data", "tau_models", "tau_train", "tau_sim", "tau_policy"})
 
-# Which first-party modules each package may import (besides itself). Apps may import every package.
+# Which first-party modules each package may import (besides itself). Only apps/rl may import tau-rl.
 ALLOWED: dict[str, frozenset[str]] = {
     "tau_models": frozenset(),
-    "tau_data": frozenset(),
+    "tau_data": frozenset({"tau_models"}),  # the standard sample's definition and the one image resize
     "tau_train": frozenset(),
     "tau_sim": frozenset(),
-    "tau_rl": frozenset({"tau_data", "tau_models", "tau_train", "tau_sim"}),
-    **{app: frozenset(PACKAGES) for app in APPS},
+    "tau_policy": frozenset({"tau_models", "tau_data"}),
+    "tau_rl": _BELOW_RL,
+    "train_app": _BELOW_RL,
+    "eval_app": _BELOW_RL,
+    "data_app": _BELOW_RL,
+    "serve_app": _BELOW_RL,
+    "rl_app": frozenset(PACKAGES),
 }
 
 

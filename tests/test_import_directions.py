@@ -23,5 +23,10 @@ def test_checker_catches_a_wrong_arrow(tmp_path: Path) -> None:
     bad.write_text("import os\nfrom tau_data import something\n")
     app_import = tmp_path / "packages/tau-rl/src/tau_rl/_wrong_arrow.py"
     app_import.write_text("import train_app.cli\n")
+    rl_from_app = tmp_path / "apps/eval/src/eval_app/_wrong_arrow.py"
+    rl_from_app.write_text("from tau_rl.models import PolicyBundle\n")
+    policy_to_sim = tmp_path / "packages/tau-policy/src/tau_policy/_wrong_arrow.py"
+    policy_to_sim.write_text("\n\nimport tau_sim\n")
     found = {(v.importer, v.imported, v.line) for v in import_violations(tmp_path)}
-    assert found == {("tau_models", "tau_data", 2), ("tau_rl", "train_app", 1)}
+    assert found == {("tau_models", "tau_data", 2), ("tau_rl", "train_app", 1), ("eval_app", "tau_rl", 1),
+                     ("tau_policy", "tau_sim", 3)}

@@ -1,0 +1,59 @@
+"""The standard sample: the one contract between data (datasets, live observations) and the pi0 / pi0.5 models.
+
+tau-data builds a `Sample` from a dataset frame or from a live observation (one function for both); a data-pipeline
+transform adds the token ids; the loader collates samples into a `Batch` (every entry gains a leading batch
+dimension B, strings become lists). The model reads only these keys. Shapes below are per sample; N_cam is the
+policy's camera count, L the token length, T the chunk size, D_s / D_a the padded state / action sizes.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import torch
+
+try:  # NotRequired is in typing from 3.11
+    from typing import NotRequired
+except ImportError:  # pragma: no cover - tau runs on 3.11
+    from typing_extensions import NotRequired
+
+
+class Sample(TypedDict):
+    """One training or acting sample (tensors without the batch dimension)."""
+
+    images: torch.Tensor  # float32 (N_cam, 3, H, W) in [0, 1], resized with padding to the model's image size
+    image_mask: torch.Tensor  # bool (N_cam,): False for a camera the robot does not have (its image is zeros)
+    state: torch.Tensor  # float32 (D_s,): normalised proprioceptive state, zero-padded past state_dim
+    state_dim: torch.Tensor  # int64 (): the real state size of this robot
+    prompt: str  # the task instruction (the model's prompt text is built from it by the tokenize transform)
+    actions: NotRequired[torch.Tensor]  # float32 (T, D_a): normalised action chunk, zero-padded (training only)
+    action_dim: NotRequired[torch.Tensor]  # int64 (): the real action size of this robot
+    action_is_pad: NotRequired[torch.Tensor]  # bool (T,): chunk steps past the episode's end (no loss)
+    dataset_index: NotRequired[torch.Tensor]  # int64 (): mixture member the frame came from (its norm head)
+    tokens: NotRequired[torch.Tensor]  # int64 (L,): prompt (+ response) (+ FAST) token ids, right-padded with 0
+    token_pad: NotRequired[torch.Tensor]  # bool (L,): True for real tokens
+    token_kind: NotRequired[torch.Tensor]  # int64 (L,): segment of each token: PROMPT 0, RESPONSE 1, FAST 2
+    response: NotRequired[str]  # subtask / answer text trained with the response head (knowledge insulation)
+    advantage_positive: NotRequired[torch.Tensor]  # bool (): RECAP's advantage label of the frame
+
+
+class Batch(TypedDict):
+    """A collated batch of samples: the same keys, each with a leading batch dimension B (strings as lists)."""
+
+    images: torch.Tensor  # float32 (B, N_cam, 3, H, W)
+    image_mask: torch.Tensor  # bool (B, N_cam)
+    state: torch.Tensor  # float32 (B, D_s)
+    state_dim: torch.Tensor  # int64 (B,)
+    prompt: list[str]
+    actions: NotRequired[torch.Tensor]  # float32 (B, T, D_a)
+    action_dim: NotRequired[torch.Tensor]  # int64 (B,)
+    action_is_pad: NotRequired[torch.Tensor]  # bool (B, T)
+    dataset_index: NotRequired[torch.Tensor]  # int64 (B,)
+    tokens: NotRequired[torch.Tensor]  # int64 (B, L)
+    token_pad: NotRequired[torch.Tensor]  # bool (B, L)
+    token_kind: NotRequired[torch.Tensor]  # int64 (B, L)
+    response: NotRequired[list[str]]
+    advantage_positive: NotRequired[torch.Tensor]  # bool (B,)
+
+
+SAMPLE_KEYS: frozenset[str] = frozenset(Sample.__annotations__)
