@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, TypeVar
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
@@ -144,20 +145,65 @@ class TrainConfig:
 def load_config(
     path: str | Path | None = None, overrides: Sequence[str] = (), schema: type[T] = TrainConfig
 ) -> T:
-    """Load `schema` from a YAML file (optional) and dotted overrides like `optimizer.lr=3e-4`; types are checked."""
+    """Load `schema` from a YAML file (optional) and dotted overrides like `optimizer.lr=3e-4` or
+    `data.datasets[0].path=/data` (list items by index, `data.datasets.0.path` too); types are checked and every
+    failure is one ConfigError line naming the file or the override."""
+    merged = OmegaConf.structured(schema)
+    if path is not None:
+        merged = _merge_file(merged, Path(path))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.steps=200)")
+        try:
+            OmegaConf.update(merged, key.strip(), _parse_value(text), merge=True)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"override {item!r}: {_first_line(error)}") from error
     try:
-        merged = OmegaConf.structured(schema)
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file {path} does not exist")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         source = f"config file {path}" if path is not None else "config"
-        raise ConfigError(f"{source} / overrides {list(overrides)}: {error}") from error
+        raise ConfigError(f"{source} with overrides {list(overrides)}: {_first_line(error)}") from error
+
+
+def _merge_file(merged: Any, path: Path) -> Any:
+    """`merged` with the YAML mapping in `path` merged in; unreadable, malformed or non-mapping files are refused."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = OmegaConf.load(path)  # OmegaConf's YAML reading (1e-3 is a float), as dotted overrides get
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        hint = " (indent with spaces, not tabs)" if "\t" in path.read_text(errors="replace") else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}{hint}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read: {error}") from error
+    if not isinstance(data, DictConfig):
+        kind = "list" if isinstance(data, ListConfig) else type(data).__name__
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top level (key: value), "
+                          f"got a {kind}")
+    try:
+        return OmegaConf.merge(merged, data)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"config file {path}: {_first_line(error)}") from error
+
+
+def _parse_value(text: str) -> Any:
+    """An override's value as YAML would read it (numbers, booleans, lists, null), else the plain string."""
+    try:
+        return OmegaConf.from_dotlist([f"value={text}"])["value"]
+    except (yaml.YAMLError, OmegaConfBaseException):
+        return text
+
+
+def _first_line(error: Exception) -> str:
+    """OmegaConf's message without its multi-line full_key / object_type trailer."""
+    lines = str(error).strip().splitlines()
+    full_key = next((line.split(":", 1)[1].strip() for line in lines if line.strip().startswith("full_key:")), "")
+    head = lines[0] if lines else type(error).__name__
+    return f"{full_key}: {head}" if full_key and full_key not in head else head
 
 
 def config_to_yaml(config: Any) -> str:
