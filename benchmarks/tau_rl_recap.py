@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from tau_policy import Policy, PolicyBundle, Provenance, SimPolicy, record_episodes  # noqa: E402
 from tau_sim import ExpertConfig, TabletopExpertPolicy, evaluate  # noqa: E402
 
 from tau_rl import (  # noqa: E402
@@ -41,15 +43,14 @@ from tau_rl import (  # noqa: E402
     ReturnConfig,
     TrainingSettings,
     ValueStageConfig,
-    PiPolicy,
     RunLayout,
     collect_rollouts,
+    recap_columns,
     run_recap,
-    write_episodes,
 )
 from tau_rl.confidence import wilson_interval  # noqa: E402
-from tau_rl.models import PolicyBundle  # noqa: E402
 from tau_rl.recap import markdown_table  # noqa: E402
+from tau_rl.rollouts import ROBOT_TYPE  # noqa: E402
 from tau_rl.stages import behaviour_clone, eval_config  # noqa: E402
 
 
@@ -118,7 +119,8 @@ def main() -> None:
         expert = TabletopExpertPolicy(ExpertConfig(action_noise=args.demo_noise, mistake_rate=args.mistake_rate))
         demo_config = CollectConfig(episodes_per_task=args.demos, seed=0, num_envs=10, state_key=args.state)
         episodes = collect_rollouts(expert, args.tasks, demo_config, env)
-        record = write_episodes(episodes, demos, failure_penalty=float(args.max_steps))
+        columns = functools.partial(recap_columns, failure_penalty=float(args.max_steps))
+        record = record_episodes(episodes, demos, robot_type=ROBOT_TYPE, extras=columns)
         print(f"demos: {record['episodes']} episodes, {record['success_rate']:.0%} successful, {record['frames']} frames")
     tokenizer = str(shared_dir() / "parity" / "pi05_tiny_a" / "tokenizer")
     model_overrides = {"tokenizer_name": tokenizer, "tokenizer_max_length": 64, "max_state_dim": 12,
@@ -166,8 +168,7 @@ def main() -> None:
 def _evaluate(config: RecapConfig, folder: Path, weight: float) -> str:
     """One markdown row tail: success, 95% CI and episodes of the policy in `folder` on the RECAP eval seeds."""
     settings = dataclasses.replace(eval_config(config), use_async=False, videos_per_task=0)
-    model, normalizer, bundle = PolicyBundle.load(folder)
-    policy = PiPolicy(model, normalizer, bundle, guidance_weight=weight, seed=config.seed + 7)
+    policy = SimPolicy(Policy(PolicyBundle.load(folder)), guidance_weight=weight, seed=config.seed + 7)
     overall = evaluate(policy, config.tasks, settings)["overall"]
     lo, hi = wilson_interval(overall["successes"], overall["completed"])
     return f"{overall['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {overall['completed']} |"
@@ -186,10 +187,11 @@ def bc_control(config: RecapConfig) -> None:
     for k in range(1, rounds + 1):
         folder = layout.root / "control_bc" / f"round_{k:03d}"
         if not (folder / "policy" / "bundle.json").is_file():
-            model, normalizer, bundle = PolicyBundle.load(previous)
-            behaviour_clone(config, layout, model, config.policy.finetune, folder / "train", config.seed + 100 + k,
-                            normalizer)
-            bundle.save(folder / "policy", model, normalizer)
+            bundle = PolicyBundle.load(previous)
+            behaviour_clone(config, layout, bundle.model, config.policy.finetune, folder / "train",
+                            config.seed + 100 + k, bundle.normalizer)
+            provenance = Provenance(source=str(previous), step=config.policy.finetune.steps)
+            dataclasses.replace(bundle, provenance=provenance).save(folder / "policy")
         steps = k * config.policy.finetune.steps
         print(f"| behaviour cloning, +{steps} steps | {_evaluate(config, folder / 'policy', 1.0)}")
         previous = folder / "policy"

@@ -55,8 +55,9 @@ def test_train_writes_checkpoints_logs_plots_and_policy(trained: Path) -> None:
 
 def test_eval_reports_success_rate(trained: Path) -> None:
     out = trained / "eval"
-    result = invoke(eval_main, ["--policy", str(trained / "train" / "policy"), "--tasks", TASK,
-                                "--episodes-per-task", "2", "--videos-per-task", "1", "--output-dir", str(out)])
+    result = invoke(eval_main, ["--policy", str(trained / "train" / "policy"), "--tasks", TASK, "--head",
+                                "tau_sim_tabletop", "--episodes-per-task", "2", "--videos-per-task", "1",
+                                "--output-dir", str(out)])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["completed"] == 2 and summary["overall"]["missing"] == 0
     assert 0.0 <= summary["overall"]["success_rate"] <= 1.0
@@ -67,6 +68,11 @@ def test_eval_reports_success_rate(trained: Path) -> None:
 def test_eval_rejects_a_folder_without_policy(tmp_path: Path) -> None:
     result = CliRunner().invoke(eval_main, ["--policy", str(tmp_path)])
     assert result.exit_code != 0 and "no trained policy" in result.output
+
+
+def test_eval_names_the_heads_of_the_policy(trained: Path) -> None:
+    result = CliRunner().invoke(eval_main, ["--policy", str(trained / "train" / "policy"), "--head", "aloha"])
+    assert result.exit_code != 0 and "'aloha' is no head" in result.output and "tau_sim_tabletop/default" in result.output
 
 
 def test_one_recap_iteration(trained: Path) -> None:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tau_data import (AugmentConfig, DatasetSpec, LeRobotDataset, MixtureConfig, MixtureDataset, MixtureSampler,
-                      NormMode, Normalizer, augment, resize_with_pad)
+                      NormMode, Normalizer, augment)
+from tau_models import resize_with_pad
 
 
 def _config(robot_a, robot_b, **kwargs) -> MixtureConfig:
@@ -126,7 +127,7 @@ def test_episode_selection(robot_a, robot_b):
 
 def test_resize_with_pad_and_augment_are_deterministic():
     img = torch.rand(2, 3, 30, 60)
-    out = resize_with_pad(img, 40, 40)
+    out = resize_with_pad(img, (40, 40))
     assert out.shape == (2, 3, 40, 40) and out[:, :, :10].abs().sum() == 0 and out[:, :, 30:].abs().sum() == 0
     cfg = AugmentConfig()
     a = augment(out, torch.Generator().manual_seed(7), cfg)

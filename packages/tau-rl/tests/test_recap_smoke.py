@@ -1,11 +1,13 @@
 """Two RECAP iterations end to end on tiny models, a few short episodes and a few training steps."""
 
+import functools
 import json
 
 import numpy as np
 import pytest
 from conftest import shared_dir
 from tau_data import LeRobotDataset
+from tau_policy import record_episodes
 from tau_sim import ExpertConfig
 from tau_sim.demos import generate_demos
 
@@ -13,8 +15,8 @@ from tau_rl import RecapConfig, run_recap
 from tau_rl.advantage_table import AdvantageTable
 from tau_rl.config import AdvantageStageConfig, EvalSettings, PolicyStageConfig, TrainingSettings, ValueStageConfig
 from tau_rl.layout import RunLayout
-from tau_rl.returns import ReturnConfig
-from tau_rl.rollouts import CollectConfig, write_episodes
+from tau_rl.returns import ReturnConfig, recap_columns
+from tau_rl.rollouts import ROBOT_TYPE, CollectConfig
 
 TASK = "tabletop/push_red_to_target"
 STEPS = 30
@@ -45,7 +47,7 @@ def demos(tmp_path_factory):
     root = tmp_path_factory.mktemp("demos") / "tabletop_demos"
     episodes = generate_demos([TASK], 4, seed=0, expert=ExpertConfig(action_noise=0.2, mistake_rate=0.5),
                               env_kwargs=ENV)
-    write_episodes(episodes, root, failure_penalty=60.0)
+    record_episodes(episodes, root, robot_type=ROBOT_TYPE, extras=functools.partial(recap_columns, failure_penalty=60.0))
     return root
 
 

@@ -1,9 +1,13 @@
+import functools
+
 import numpy as np
 import pytest
 from tau_data import LeRobotDataset
+from tau_policy import record_episodes
 from tau_sim import ExpertConfig, TabletopExpertPolicy
 
-from tau_rl.rollouts import CollectConfig, collect_rollouts, write_episodes
+from tau_rl.returns import recap_columns
+from tau_rl.rollouts import ROBOT_TYPE, CollectConfig, collect_rollouts
 
 TASK = "tabletop/push_red_to_target"
 
@@ -28,7 +32,8 @@ def test_expert_rollouts_succeed_and_round_trip_through_the_writer(tmp_path):
     episodes = list(collect_rollouts(TabletopExpertPolicy(ExpertConfig()), [TASK], config, env_kwargs))
     assert [e.seed for e in episodes] == [5, 6, 7]
     assert all(e.success for e in episodes) and not any(e.intervention.any() for e in episodes)
-    record = write_episodes(episodes, tmp_path / "ds", failure_penalty=100.0)
+    record = record_episodes(episodes, tmp_path / "ds", robot_type=ROBOT_TYPE,
+                             extras=functools.partial(recap_columns, failure_penalty=100.0))
     assert record["episodes"] == 3 and record["success_rate"] == 1.0
     ds = LeRobotDataset(tmp_path / "ds")
     assert len(ds) == sum(len(e) for e in episodes)
@@ -47,7 +52,8 @@ def test_interventions_are_marked_from_the_takeover_step(tmp_path):
         assert 10 <= start < 20
         assert episode.intervention[start:].all() and not episode.intervention[:start].any()
     assert sum(e.success for e in episodes) >= 2  # the expert rescues most episodes
-    write_episodes(episodes, tmp_path / "ds", failure_penalty=100.0)
+    record_episodes(episodes, tmp_path / "ds", robot_type=ROBOT_TYPE,
+                    extras=functools.partial(recap_columns, failure_penalty=100.0))
     ds = LeRobotDataset(tmp_path / "ds")
     assert ds.columns["intervention"].sum() == sum(e.intervention.sum() for e in episodes)
     rewards = ds.columns["reward"].reshape(-1)

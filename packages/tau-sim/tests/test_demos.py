@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from tau_sim import ExpertConfig, generate_demos, suite_tasks
 
@@ -36,3 +37,11 @@ def test_demos_hold_consistent_frames_and_per_episode_success():
         )
     )
     np.testing.assert_array_equal(again[1].actions, episodes[1].actions)
+
+
+def test_state_key_records_another_observation_entry():
+    task = ["tabletop/push_red_to_target"]
+    (episode,) = generate_demos(task, 1, env_kwargs={"image_size": 16, "privileged_obs": True}, state_key="privileged")
+    assert episode.state.shape[1] == 10
+    with pytest.raises(KeyError, match="privileged_obs=True"):
+        next(generate_demos(task, 1, env_kwargs={"image_size": 16}, state_key="privileged"))

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 from tau_data import DatasetError, convert_v21_to_v30, info, write_dataset_stats
-from tau_rl.rollouts import write_episodes
+from tau_policy import episode_labels, record_episodes
 from tau_sim import ExpertConfig, generate_demos, list_suites, suite_tasks
 from tau_sim.tabletop_env import LAYOUTS
 
 DEFAULT_SUITE = "tabletop"
+ROBOT_TYPE = "tau_sim_tabletop"  # the robot type the demonstrations are recorded with (their norm head)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,10 +98,11 @@ def convert_command(source: str, destination: str) -> None:
 
 def write_demo_dataset(output: str | Path, task_ids: list[str], episodes_per_task: int, seed: int,
                        expert: ExpertConfig, env_kwargs: dict) -> dict:
-    """Run the scripted expert on every task and write the episodes (RECAP rewards included) as one dataset."""
+    """Run the scripted expert on every task and write the episodes (with the success and intervention labels RECAP
+    reads) as one dataset."""
     try:
         episodes = generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert, env_kwargs=env_kwargs)
-        return write_episodes(episodes, output, failure_penalty=0.0)
+        return record_episodes(episodes, output, robot_type=ROBOT_TYPE, extras=episode_labels)
     except (KeyError, ValueError) as error:
         raise click.ClickException(str(error)) from error
 

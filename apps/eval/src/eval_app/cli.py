@@ -8,22 +8,23 @@ import sys
 from pathlib import Path
 
 import click
-from tau_rl.models import PolicyBundle
-from tau_rl.policy_adapter import PiPolicy
 import numpy as np
+from tau_policy import SimPolicy, load_policy
 from tau_sim import EvalConfig, TabletopExpertPolicy, evaluate, list_suites, make_env, suite_tasks
 from tau_sim.tabletop_env import LAYOUTS
 
 DEFAULT_POLICY = Path("outputs/default/train/policy")
 
 
-def load_policy(folder: Path, seed: int, steps: int | None) -> PiPolicy:
-    """The acting policy of an `apps/train` (or `apps/rl`) bundle folder: model, normaliser and sample layout."""
+def sim_policy(folder: Path, seed: int, steps: int | None, head: str | None) -> SimPolicy:
+    """The acting policy of an `apps/train` (or `apps/rl`) bundle folder, behind tau-sim's Policy protocol."""
     if not (folder / "bundle.json").is_file():
         raise click.ClickException(f"{folder} is no trained policy (no bundle.json); train one with "
                                    "`./pants run apps/train` or pass --policy")
-    model, normalizer, bundle = PolicyBundle.load(folder)
-    return PiPolicy(model, normalizer, bundle, num_inference_steps=steps, seed=seed)
+    try:
+        return SimPolicy(load_policy(folder, head=head, num_inference_steps=steps), seed=seed)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
 
 
 class RandomPolicy:
@@ -45,6 +46,8 @@ class RandomPolicy:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--policy", "policy_dir", type=click.Path(path_type=Path), default=DEFAULT_POLICY,
               show_default=True, help="Policy bundle folder written by apps/train or apps/rl.")
+@click.option("--head", default=None,
+              help="Which of a mixture policy's robots to act as (norm head, robot type or dataset name).")
 @click.option("--expert", is_flag=True, help="Evaluate tau-sim's scripted expert instead (the upper bound).")
 @click.option("--random", "random_policy", is_flag=True, help="Evaluate uniform random actions (the lower bound).")
 @click.option("--suite", default="tabletop_target", show_default=True,
@@ -68,7 +71,7 @@ class RandomPolicy:
               help="Tabletop scene layout: 'fixed' (default) keeps each colour in its slot, 'slots' shuffles them, "
                    "'uniform' places everything anywhere.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
-def main(policy_dir: Path, expert: bool, random_policy: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
+def main(policy_dir: Path, head: str | None, expert: bool, random_policy: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
          num_envs: int, action_steps: int | None, inference_steps: int | None, videos_per_task: int, shard: str,
          output_dir: Path | None, layout: str | None, verbose: bool) -> None:
     """Evaluate a trained policy (default: the latest `apps/train` run) on tau-sim tasks and print success rates."""
@@ -89,8 +92,8 @@ def main(policy_dir: Path, expert: bool, random_policy: bool, suite: str, tasks:
     elif random_policy:
         policy, name = RandomPolicy(task_ids[0], seed), "eval_random"
     else:
-        policy, name = load_policy(policy_dir, seed, inference_steps), "eval"
-        if policy.bundle.state_key == "privileged":
+        policy, name = sim_policy(policy_dir, seed, inference_steps, head), "eval"
+        if policy.state_key == "privileged":
             config.env_kwargs["privileged_obs"] = True
     output_dir = output_dir or (policy_dir.parent / name)
     summary = evaluate(policy, task_ids, config, output_dir=output_dir)

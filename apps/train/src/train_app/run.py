@@ -9,15 +9,15 @@ from pathlib import Path
 from tau_data import LeRobotDataset, MixtureConfig, MixtureDataset, make_loader
 from tau_models import PiConfig, PiModel, from_pretrained, pi0_config, pi05_config, tiny_pi0_config, tiny_pi05_config
 from tau_models.local_tokenizer import build_local_tokenizer
-from tau_rl.models import PolicyBundle
-from tau_rl.rollouts import CollectConfig, collect_rollouts, write_episodes
-from tau_sim import ExpertConfig, TabletopExpertPolicy, suite_tasks
+from tau_policy import PolicyBundle, Provenance, episode_labels, record_episodes
+from tau_sim import ExpertConfig, generate_demos, suite_tasks
 from tau_train import LoaderSpec, Trainer
 
 from train_app.config import TrainAppConfig
 
 log = logging.getLogger(__name__)
 
+ROBOT_TYPE = "tau_sim_tabletop"  # the robot type of the demonstrations (their norm head)
 MODEL_PRESETS = {"tiny_pi05": tiny_pi05_config, "tiny_pi0": tiny_pi0_config, "pi05": pi05_config, "pi0": pi0_config}
 
 
@@ -30,10 +30,10 @@ def ensure_demos(config: TrainAppConfig) -> None:
         return
     demos = config.demos
     log.info("generating %d demonstrations per task of suite %s into %s", demos.episodes_per_task, demos.suite, root)
-    expert = TabletopExpertPolicy(ExpertConfig(demos.action_noise, demos.mistake_rate), seed=demos.seed)
-    collect = CollectConfig(episodes_per_task=demos.episodes_per_task, seed=demos.seed, state_key=config.state_key)
-    episodes = collect_rollouts(expert, suite_tasks(demos.suite), collect, env_kwargs={"privileged_obs": True})
-    write_episodes(episodes, root, failure_penalty=0.0)
+    episodes = generate_demos(suite_tasks(demos.suite), demos.episodes_per_task, seed=demos.seed,
+                              expert=ExpertConfig(demos.action_noise, demos.mistake_rate),
+                              env_kwargs={"privileged_obs": True}, state_key=config.state_key)
+    record_episodes(episodes, root, robot_type=ROBOT_TYPE, extras=episode_labels)
 
 
 def model_config(config: TrainAppConfig, tokenizer: str | None) -> PiConfig:
@@ -90,7 +90,8 @@ def build_policy(config: TrainAppConfig, tokenizer: str | None) -> PiModel:
 
 
 def train(config: TrainAppConfig) -> Path:
-    """Train and return the folder of the acting bundle (model, normaliser, sample layout) for `apps/eval`."""
+    """Train and return the folder of the acting bundle (model, normaliser and sample layout of every head) for
+    `apps/eval`."""
     ensure_demos(config)
     tokenizer = prompt_tokenizer(config)
     model = build_policy(config, tokenizer)
@@ -107,8 +108,8 @@ def train(config: TrainAppConfig) -> Path:
     trained = trainer.accelerator.unwrap_model(trainer.model)
     folder = Path(config.train.output_dir) / "policy"
     if trainer.accelerator.is_main_process:
-        bundle = PolicyBundle(norm_head=dataset.heads[0], state_dim=dataset.state_dims[0],
-                              action_dim=dataset.action_dims[0], image_size=trained.config.vision.image_size,
-                              num_cameras=dataset.config.num_cameras, state_key=config.state_key)
-        bundle.save(folder, trained, dataset.normalizer)
+        provenance = Provenance(source=str(Path(config.train.output_dir) / "checkpoints"), step=trainer.step,
+                                weights="raw")
+        bundle = PolicyBundle.from_mixture(trained, dataset, provenance=provenance, sim_state_key=config.state_key)
+        bundle.save(folder)
     return folder

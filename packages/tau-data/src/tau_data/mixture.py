@@ -1,8 +1,10 @@
 """Weighted mixtures of heterogeneous LeRobot datasets, each mapped onto the standard training sample of tau.
 
-Standard sample: images (N_cam, 3, H, W) float in [0, 1] resized with padding, image_mask (N_cam,), state
-(max_state_dim,) and actions (chunk, max_action_dim) normalised then zero-padded, state_dim, action_dim,
-action_is_pad (chunk,), prompt (str), dataset_index, plus the configured extra columns (reward, advantage, ...).
+Every frame goes through `tau_data.sample.build_sample` (the function acting uses too): images (N_cam, 3, H, W)
+float in [0, 1] resized with padding, image_mask (N_cam,), state (max_state_dim,) and actions (chunk,
+max_action_dim) normalised then zero-padded, state_dim, action_dim, action_is_pad (chunk,), prompt (str); the
+mixture adds dataset_index and the configured extra columns (reward, advantage, ...), augments the images of
+seeded draws, then runs the optional per-sample `transform` (e.g. tokenization, in the loader's workers).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,8 +21,9 @@ import torch
 from tau_data.dataset import LeRobotDataset
 from tau_data.errors import DatasetError
 from tau_data.normalize import NormMode, Normalizer
+from tau_data.sample import build_sample
 from tau_data.stats import vector_stats
-from tau_data.transforms import AugmentConfig, augment, resize_with_pad
+from tau_data.transforms import AugmentConfig, augment
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +91,19 @@ class MixtureConfig:
 class MixtureDataset(torch.utils.data.Dataset):
     """Map-style dataset over all members; an index is either an int (concatenated order) or a
     (dataset_index, row, augmentation_seed) triple as drawn by `MixtureSampler`. Images are augmented (when
-    `config.augment` is set) only for triples with a seed, so the same draw always gives the same sample."""
+    `config.augment` is set) only for triples with a seed, so the same draw always gives the same sample.
 
-    def __init__(self, config: MixtureConfig, normalizer: Normalizer | None = None) -> None:
+    `transform(sample) -> sample` runs last on every sample, inside the loader's worker processes; it must be
+    picklable (a module-level class or function, or a functools.partial of one) for spawned workers."""
+
+    def __init__(self, config: MixtureConfig, normalizer: Normalizer | None = None,
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         if not config.datasets:
             raise DatasetError("mixture has no datasets", field="datasets")
         if config.stats_per not in ("head", "dataset"):
             raise DatasetError(f"stats_per must be 'head' or 'dataset', got {config.stats_per!r}", field="stats_per")
         self.config = config
+        self.transform = transform
         self.members: list[LeRobotDataset] = []
         self.heads: list[str] = []
         for i, spec in enumerate(config.datasets):
@@ -231,35 +240,23 @@ class MixtureDataset(torch.utils.data.Dataset):
         cfg = self.config
         d, row, seed = self._resolve(key)
         ds, spec, head = self.members[d], cfg.datasets[d], self.heads[d]
-        height, width = cfg.image_size
-        images = torch.zeros(cfg.num_cameras, 3, height, width)
-        mask = torch.zeros(cfg.num_cameras, dtype=torch.bool)
-        for slot, camera in enumerate(spec.cameras):
-            if camera is not None:
-                frame = torch.from_numpy(ds.camera_frames(camera, np.array([row]))).permute(0, 3, 1, 2).contiguous()
-                images[slot] = resize_with_pad(frame, height, width)[0]
-                mask[slot] = True
-        images.mul_(1 / 255)
-        if cfg.augment is not None and seed is not None and mask.any():
-            gen = torch.Generator().manual_seed(seed)
-            images[mask] = augment(images[mask], gen, cfg.augment)
-        state = self.normalizer.normalize(ds.columns[spec.state][row].reshape(-1).astype(np.float32), head, "state")
-        chunk, pad = self._action_chunk(d, row)
-        chunk = self.normalizer.normalize(chunk.astype(np.float32), head, "actions")
-        state_out = np.zeros(cfg.max_state_dim, dtype=np.float32)
-        state_out[: len(state)] = state
-        actions_out = np.zeros((cfg.chunk_size, cfg.max_action_dim), dtype=np.float32)
-        actions_out[:, : chunk.shape[1]] = chunk
+        slots = [*spec.cameras, *[None] * (cfg.num_cameras - len(spec.cameras))]
+        images = [None if camera is None else ds.camera_frames(camera, np.array([row]))[0] for camera in slots]
         if spec.prompt == "task":
             prompt = ds.meta.tasks.get(int(ds.columns["task_index"][row]), "")
         else:
             prompt = str(ds.columns[spec.prompt][row])
-        sample = {"images": images, "image_mask": mask, "state": torch.from_numpy(state_out),
-                  "state_dim": torch.tensor(self.state_dims[d]), "actions": torch.from_numpy(actions_out),
-                  "action_dim": torch.tensor(self.action_dims[d]), "action_is_pad": torch.from_numpy(pad),
-                  "prompt": prompt, "dataset_index": torch.tensor(d)}
+        chunk, pad = self._action_chunk(d, row)
+        sample = build_sample(images, ds.columns[spec.state][row], prompt, normalizer=self.normalizer, head=head,
+                              image_size=cfg.image_size, max_state_dim=cfg.max_state_dim, actions=chunk,
+                              action_is_pad=pad, max_action_dim=cfg.max_action_dim)
+        mask = sample["image_mask"]
+        if cfg.augment is not None and seed is not None and mask.any():
+            gen = torch.Generator().manual_seed(seed)
+            sample["images"][mask] = augment(sample["images"][mask], gen, cfg.augment)
+        sample["dataset_index"] = torch.tensor(d)
         for name in cfg.extras:
             column = spec.extras.get(name)
             value = ds.columns[column][row] if column is not None else 0.0
             sample[name] = torch.tensor(np.asarray(value, dtype=np.float32).reshape(()).item())
-        return sample
+        return sample if self.transform is None else self.transform(sample)

@@ -1,4 +1,4 @@
-"""Image ops on float (..., 3, H, W) tensors in [0, 1]: resize with padding, and seeded augmentations (torch only)."""
+"""Seeded image augmentations of float (N, 3, H, W) tensors in [0, 1] (torch only); the resize is tau-models'."""
 
 from __future__ import annotations
 
@@ -7,23 +7,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-
-def resize_with_pad(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize (N, 3, h, w) keeping the aspect ratio so it fits (height, width), then centre it on black padding.
-
-    uint8 input stays uint8 (and takes torch's fast uint8 path, ~7x cheaper than float); float input stays in [0, 1].
-    """
-    h, w = images.shape[-2:]
-    if (h, w) == (height, width):
-        return images
-    scale = min(height / h, width / w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = F.interpolate(images, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1)
-    if resized.is_floating_point():
-        resized = resized.clamp_(0, 1)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
-    return F.pad(resized, (left, width - new_w - left, top, height - new_h - top))
 
 
 @dataclass

@@ -1,9 +1,34 @@
 """tau-policy: everything between a trained pi0 / pi0.5 model and an environment or a robot.
 
-The policy bundle (model + normaliser with every norm head + sample layout + provenance), the acting adapter
-(observation in, actions in robot units out), episode recording (LeRobot v3.0) and the policy server.
+    bundle = PolicyBundle.from_mixture(model, mixture, provenance=Provenance(source="runs/x", step=3000))
+    bundle.save("runs/x/policy")              # model/, normalizer.json (every head), bundle.json (layouts)
+    policy = load_policy("runs/x/policy", head="aloha")   # folder or hub id; head: norm head / robot / dataset
+    actions = policy.act({"observation.images.top": uint8 (B, H, W, 3), "observation.state": (B, D)}, prompts)
+    sim_policy = SimPolicy(policy, guidance_weight=1.5, seed=0)   # tau-sim's Policy protocol
+    record_episodes(episodes, "data/rollouts", robot_type="tau_sim_tabletop", extras=episode_labels)
+
+Observations are built into samples with tau-data's build_sample (the training path); actions come back in robot
+units (unnormalised with the head's statistics, sliced to its real action size, clipped to its layout's range).
 """
+
+from tau_policy.bundle import BUNDLE_FORMAT, PolicyBundle, Provenance, read_layouts, read_model_config
+from tau_policy.layout import PolicyLayout
+from tau_policy.policy import Policy, load_policy
+from tau_policy.recording import episode_labels, record_episodes
+from tau_policy.sim import SimPolicy
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+__all__ = [
+    "BUNDLE_FORMAT",
+    "Policy",
+    "PolicyBundle",
+    "PolicyLayout",
+    "Provenance",
+    "SimPolicy",
+    "episode_labels",
+    "load_policy",
+    "read_layouts",
+    "read_model_config",
+    "record_episodes",
+]

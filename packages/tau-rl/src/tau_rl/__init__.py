@@ -5,8 +5,8 @@
 
 Pure pieces: `normalised_returns` / `frame_returns` (rewards -1 per step, failure penalty, scaled to [-1, 0]),
 `n_step_advantages`, `choose_threshold` (target positive fraction), `advantage_labels`, `wilson_interval`.
-Stages: `collect_rollouts` + `write_episodes` (tau-sim -> LeRobot v3.0 via tau-data), `PiPolicy` (a tau-models
-policy behind tau-sim's Policy interface), and the per-iteration stages in `tau_rl.stages`.
+Stages: `collect_rollouts` (tau-sim episodes of a tau_policy.SimPolicy, recorded with tau_policy.record_episodes
+and `recap_columns`: reward, success, intervention), and the per-iteration stages in `tau_rl.stages`.
 """
 
 from tau_rl.advantages import n_step_advantages
@@ -21,10 +21,9 @@ from tau_rl.config import (
     ValueStageConfig,
 )
 from tau_rl.layout import RunLayout
-from tau_rl.policy_adapter import PiPolicy
 from tau_rl.recap import run_recap
-from tau_rl.returns import ReturnConfig, frame_returns, normalised_returns
-from tau_rl.rollouts import CollectConfig, RolloutEpisode, collect_rollouts, write_episodes
+from tau_rl.returns import ReturnConfig, frame_returns, normalised_returns, recap_columns
+from tau_rl.rollouts import CollectConfig, RolloutEpisode, collect_rollouts
 from tau_rl.threshold import AdvantageThreshold, choose_threshold
 
 __version__ = "0.1.0"
@@ -34,7 +33,6 @@ __all__ = [
     "AdvantageThreshold",
     "CollectConfig",
     "EvalSettings",
-    "PiPolicy",
     "PolicyStageConfig",
     "RecapConfig",
     "ReturnConfig",
@@ -49,7 +47,7 @@ __all__ = [
     "model_conditioning",
     "n_step_advantages",
     "normalised_returns",
+    "recap_columns",
     "run_recap",
     "wilson_interval",
-    "write_episodes",
 ]

@@ -7,8 +7,10 @@ value and any failure reads as a value close to -1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from tau_policy import episode_labels
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,13 @@ def episode_rewards(length: int, success: bool, failure_penalty: float) -> np.nd
     if not success:
         rewards[-1] -= failure_penalty
     return rewards
+
+
+def recap_columns(episode: Any, failure_penalty: float) -> dict[str, np.ndarray]:
+    """The per-frame columns RECAP reads from a recorded episode (tau_policy.record_episodes' `extras`):
+    `reward`, `success` (the episode's label) and `intervention`."""
+    rewards = episode_rewards(len(episode.actions), bool(episode.success), failure_penalty).astype(np.float32)
+    return {"reward": rewards, **episode_labels(episode)}
 
 
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:

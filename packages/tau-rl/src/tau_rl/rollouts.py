@@ -1,5 +1,5 @@
-"""Rollout collection: seeded episodes of a policy in tau-sim, with success labels and optional expert takeovers,
-written as a LeRobot v3.0 dataset through tau-data's writer.
+"""Rollout collection: seeded episodes of a policy in tau-sim, with success labels and optional expert takeovers
+(written as LeRobot v3.0 by tau_policy.record_episodes with tau_rl.returns.recap_columns).
 
 Episodes of one task run in lockstep waves of `num_envs` envs so the policy sees batches. An intervention is an
 expert (the scripted tabletop expert, standing in for a human operator) taking over an episode from a random step
@@ -9,17 +9,13 @@ to its end; every frame it controls is marked `intervention=True`.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from tau_data.writer import DatasetWriter
 from tau_sim import ExpertConfig, Policy, TabletopExpert, make_env
 from tqdm import tqdm
-
-from tau_rl.returns import episode_rewards
 
 ROBOT_TYPE = "tau_sim_tabletop"
 
@@ -161,41 +157,3 @@ def collect_rollouts(policy: Policy, tasks: Sequence[str], config: CollectConfig
             finally:
                 for env in envs:
                     env.close()
-
-
-def write_episodes(episodes: Iterable[Any], root: str | Path, failure_penalty: float) -> dict[str, Any]:
-    """Write episodes (RolloutEpisode or tau-sim DemoEpisode) as a LeRobot v3.0 dataset with per-frame `reward`,
-    `success` (the episode's label) and `intervention` columns; return counts for the stage record."""
-    writer: DatasetWriter | None = None
-    lengths, successes, interventions = [], [], 0
-    for episode in episodes:
-        if writer is None:
-            _, _, height, width, _ = episode.images.shape
-            features = {f"observation.images.{name}": {"dtype": "image", "shape": (height, width, 3)}
-                        for name in episode.camera_names}
-            features.update({
-                "observation.state": {"dtype": "float32", "shape": (episode.state.shape[1],)},
-                "action": {"dtype": "float32", "shape": (episode.actions.shape[1],)},
-                "reward": {"dtype": "float32", "shape": (1,)},
-                "success": {"dtype": "bool", "shape": (1,)},
-                "intervention": {"dtype": "bool", "shape": (1,)},
-            })
-            writer = DatasetWriter(root, fps=episode.fps, features=features, robot_type=ROBOT_TYPE)
-        intervention = getattr(episode, "intervention", None)
-        if intervention is None:
-            intervention = np.zeros(len(episode), bool)
-        rewards = episode_rewards(len(episode), episode.success, failure_penalty)
-        for t in range(len(episode)):
-            frame = {f"observation.images.{name}": episode.images[t, c] for c, name in enumerate(episode.camera_names)}
-            frame.update({"observation.state": episode.state[t], "action": episode.actions[t], "reward": rewards[t],
-                          "success": episode.success, "intervention": bool(intervention[t])})
-            writer.add_frame(frame)
-        writer.save_episode(task=episode.instruction, success=bool(episode.success), seed=int(episode.seed))
-        lengths.append(len(episode))
-        successes.append(bool(episode.success))
-        interventions += int(np.any(intervention))
-    if writer is None:
-        raise ValueError(f"no episodes to write to {root}")
-    writer.finalize()
-    return {"episodes": len(lengths), "frames": int(sum(lengths)), "success_rate": float(np.mean(successes)),
-            "intervened_episodes": interventions, "mean_length": float(np.mean(lengths))}

@@ -8,6 +8,7 @@ Stages read what earlier stages wrote (never rewrite it) and return a small reco
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import Normalizer
 from tau_models import PiConfig, PiModel, ValueModel
+from tau_policy import Policy, PolicyBundle, Provenance, SimPolicy, read_layouts, read_model_config, record_episodes
 from tau_sim import EvalConfig, evaluate
 from tqdm import tqdm
 
@@ -27,11 +29,10 @@ from tau_rl.conditioning import advantage_labels
 from tau_rl.confidence import wilson_interval
 from tau_rl.config import RecapConfig, TrainingSettings
 from tau_rl.layout import IterationFolder, RunLayout, discard, write_json_atomic
-from tau_rl.models import PolicyBundle, load_policy, new_policy, new_value_model, with_conditioning
+from tau_rl.models import load_policy, new_policy, new_value_model, with_conditioning
 from tau_rl.plots import plot_advantage_histogram, plot_value_calibration
-from tau_rl.policy_adapter import PiPolicy
-from tau_rl.returns import episode_bounds, episode_rewards, frame_returns
-from tau_rl.rollouts import collect_rollouts, write_episodes
+from tau_rl.returns import episode_bounds, episode_rewards, frame_returns, recap_columns
+from tau_rl.rollouts import ROBOT_TYPE, collect_rollouts
 from tau_rl.threshold import choose_threshold
 from tau_rl.training import train
 from tau_rl.training_data import FrameGroups, LabelledMixture, frame_labels
@@ -98,11 +99,11 @@ def _policy_folder(layout: RunLayout, iteration: int) -> Path:
     return layout.init.policy if iteration == 0 else layout.iteration(iteration).policy
 
 
-def load_acting_policy(config: RecapConfig, folder: Path, seed: int, trained_conditioned: bool) -> PiPolicy:
-    model, normalizer, bundle = PolicyBundle.load(folder)
+def load_acting_policy(config: RecapConfig, folder: Path, seed: int, trained_conditioned: bool) -> SimPolicy:
+    """The saved policy behind tau-sim's Policy protocol, with guidance once it was trained advantage-conditioned."""
+    policy = Policy(PolicyBundle.load(folder), num_inference_steps=config.policy.num_inference_steps)
     weight = config.policy.guidance_weight if trained_conditioned else 1.0
-    return PiPolicy(model, normalizer, bundle, guidance_weight=weight,
-                    num_inference_steps=config.policy.num_inference_steps, seed=seed)
+    return SimPolicy(policy, guidance_weight=weight, seed=seed)
 
 
 def eval_config(config: RecapConfig) -> EvalConfig:
@@ -166,10 +167,9 @@ def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
         mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", config.seed, normalizer)
     else:
         mixture, metrics = demo_mixture(config, layout, model.config, normalizer), {}
-    bundle = PolicyBundle(norm_head=mixture.heads[0], state_dim=mixture.state_dims[0],
-                          action_dim=mixture.action_dims[0], image_size=model.config.vision.image_size,
-                          num_cameras=len(config.cameras), state_key=config.collect.state_key)
-    bundle.save(folder, model, mixture.normalizer)
+    provenance = Provenance(source=pc.checkpoint or f"new {pc.preset} policy", step=pc.sft.steps)
+    bundle = PolicyBundle.from_mixture(model, mixture, provenance=provenance, sim_state_key=config.collect.state_key)
+    bundle.save(folder)
     return {"frames": len(mixture), "train": metrics}
 
 
@@ -199,7 +199,8 @@ def collect(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> 
     collect_config = dataclasses.replace(
         config.collect, seed=config.collect.seed + previous * config.collect.episodes_per_task)
     episodes = collect_rollouts(policy, config.tasks, collect_config, config.env_kwargs)
-    record = write_episodes(episodes, folder.rollouts, config.returns.failure_penalty)
+    columns = functools.partial(recap_columns, failure_penalty=config.returns.failure_penalty)
+    record = record_episodes(episodes, folder.rollouts, robot_type=ROBOT_TYPE, extras=columns)
     lo, hi = wilson_interval(round(record["success_rate"] * record["episodes"]), record["episodes"])
     return {**record, "success_ci95": [lo, hi], "seed": collect_config.seed}
 
@@ -217,14 +218,14 @@ def fit_value(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -
     elif vc.checkpoint:
         model = ValueModel.from_pretrained(vc.checkpoint)
     else:
-        policy = PolicyBundle.load(layout.init.policy)[0] if vc.init_from_policy else None
+        policy = PolicyBundle.load(layout.init.policy).model if vc.init_from_policy else None
         overrides = dict(vc.overrides)
         if vc.use_state:
-            overrides["state_dim"] = PolicyBundle.read(layout.init.policy).state_dim
+            overrides["state_dim"] = read_layouts(layout.init.policy)[0][0].state_dim
         model = new_value_model(vc.preset, overrides, policy)
     items = sources(config, layout, folder.index)
     normalizer = Normalizer.load(layout.init.policy / "normalizer.json")
-    mixture = build_mixture(config, PolicyBundle.model_config(layout.init.policy), items, normalizer)
+    mixture = build_mixture(config, read_model_config(layout.init.policy), items, normalizer)
     returns = [_returns(config, labels).astype(np.float32) for labels in _labels(mixture, items)]
     metrics = train(model, LabelledMixture(mixture, {"return": returns}), vc.train, folder.value / "train",
                     config.seed + folder.index)
@@ -263,7 +264,7 @@ def compute_advantages(config: RecapConfig, layout: RunLayout, folder: Iteration
     model = ValueModel.from_pretrained(folder.value / "model")
     items = sources(config, layout, folder.index)
     normalizer = Normalizer.load(layout.init.policy / "normalizer.json")
-    mixture = build_mixture(config, PolicyBundle.model_config(layout.init.policy), items, normalizer)
+    mixture = build_mixture(config, read_model_config(layout.init.policy), items, normalizer)
     per_source = []
     for d, labels in enumerate(_labels(mixture, items)):
         rewards = np.concatenate([episode_rewards(stop - start, bool(labels["success"][start]),
@@ -303,7 +304,8 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
     _clear(out / "model", out / "normalizer.json", out / "bundle.json")
     pc = config.policy
     start = layout.init.policy if pc.restart_from == "initial" else _policy_folder(layout, folder.index - 1)
-    model, normalizer, bundle = PolicyBundle.load(start)
+    bundle = PolicyBundle.load(start)
+    model, normalizer = bundle.model, bundle.normalizer
     with_conditioning(model, pc.mode, pc.conditioning_dropout)
     items = sources(config, layout, folder.index)
     tables = [AdvantageTable.load(folder.advantages / f"{item.name}.parquet") for item in items]
@@ -320,7 +322,7 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
                             pc.demo_fraction, pc.positive_sample_fraction)
     dataset = FrameGroups(LabelledMixture(mixture, {"advantage_positive": positive}), groups, weights)
     metrics = train(model, dataset, pc.finetune, out / "train", config.seed + 100 + folder.index)
-    bundle.save(out, model, normalizer)
+    dataclasses.replace(bundle, provenance=Provenance(source=str(start), step=pc.finetune.steps)).save(out)
     sampled = sum(w for w, label in zip(weights, group_positive) if label) / sum(weights)
     return {"frames": len(mixture), "positive_fraction": float(np.concatenate(positive).mean()),
             "positive_sample_share": sampled, "started_from": str(start), "train": metrics}

@@ -79,9 +79,11 @@ def generate_demos(
     seed: int = 0,
     expert: ExpertConfig = ExpertConfig(),
     env_kwargs: dict[str, Any] | None = None,
+    state_key: str = "state",
     env_factory: Callable[..., gym.Env] = make_env,
 ) -> Iterator[DemoEpisode]:
-    """Yield episodes_per_task scripted episodes per task id; episode i uses env seed seed + i."""
+    """Yield episodes_per_task scripted episodes per task id; episode i uses env seed seed + i; the observation
+    entry `state_key` is recorded as the state (tabletop: "privileged" needs env_kwargs privileged_obs=True)."""
     total = len(tasks) * episodes_per_task
     versions = package_versions()
     with tqdm(total=total, desc="demos", unit="ep") as progress:
@@ -90,7 +92,7 @@ def generate_demos(
             successes = 0
             try:
                 for i in range(episodes_per_task):
-                    episode = _run_episode(env, task, seed + i, expert, versions)
+                    episode = _run_episode(env, task, seed + i, expert, versions, state_key)
                     successes += episode.success
                     log.info(
                         "demo %s seed %d: success=%s length=%d", task, seed + i, episode.success, len(episode)
@@ -103,15 +105,18 @@ def generate_demos(
 
 
 def _run_episode(
-    env: gym.Env, task: str, seed: int, config: ExpertConfig, versions: dict[str, str | None]
+    env: gym.Env, task: str, seed: int, config: ExpertConfig, versions: dict[str, str | None], state_key: str
 ) -> DemoEpisode:
     obs, info = env.reset(seed=seed)
+    if state_key not in obs:
+        raise KeyError(f"observation has no {state_key!r} entry (it has {sorted(obs)}); tabletop needs "
+                       "privileged_obs=True for 'privileged'")
     next_action = _expert_for(env, config, np.random.default_rng([seed, zlib.crc32(task.encode())]))
     images, states, actions, rewards, successes = [], [], [], [], []
     while True:
         action = np.asarray(next_action(), dtype=np.float32)
         images.append(obs["images"])
-        states.append(obs["state"])
+        states.append(obs[state_key])
         actions.append(action)
         obs, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)

@@ -1,0 +1,103 @@
+"""Acting with a policy bundle: observations keyed by the policy's feature names in, actions in robot units out.
+
+Each observation row goes through tau-data's build_sample, the function the training mixture uses, so the policy
+sees exactly the pixels and state values it was trained on; the predicted chunk is sliced to the head's real action
+size, unnormalised with the head's statistics and clipped to the layout's action range (when it has one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tau_data import build_sample
+from tau_models.sample import Batch
+from torch.utils.data import default_collate
+
+from tau_policy.bundle import BUNDLE_FORMAT, PolicyBundle
+from tau_policy.layout import PolicyLayout
+
+
+class Policy:
+    """One head of a policy bundle, ready to act. Without `noise`, flow sampling draws from the policy's own
+    generator seeded with `seed`, so a fresh policy with the same seed repeats its actions."""
+
+    def __init__(self, bundle: PolicyBundle, head: str | None = None, *, device: str | torch.device = "cpu",
+                 seed: int = 0, num_inference_steps: int | None = None) -> None:
+        self.bundle = bundle
+        self.layout: PolicyLayout = bundle.layout(head)
+        self.device = torch.device(device)
+        self.model = bundle.model.to(self.device).eval()
+        self.normalizer = bundle.normalizer
+        self.num_inference_steps = num_inference_steps
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """JSON-able description of the layout, the other heads, the model and the provenance (sent to clients)."""
+        cfg = self.model.config
+        return {"format": BUNDLE_FORMAT, "layout": self.layout.to_dict(),
+                "heads": [layout.head for layout in self.bundle.layouts],
+                "model": {"variant": cfg.variant, "advantage_conditioning": cfg.advantage_conditioning,
+                          "num_inference_steps": self.num_inference_steps or cfg.num_inference_steps},
+                "provenance": dataclasses.asdict(self.bundle.provenance)}
+
+    def batch(self, observation: Mapping[str, np.ndarray], prompts: Sequence[str]) -> Batch:
+        """The model batch of B observations (one build_sample per row, then collated)."""
+        layout, b = self.layout, len(prompts)
+        needed = [c for c in layout.cameras if c is not None] + [layout.state_feature]
+        missing = [key for key in needed if key not in observation]
+        if missing:
+            raise KeyError(f"observation lacks {missing}; the policy (head {layout.head!r}) reads {needed}, "
+                           f"got {sorted(observation)}")
+        frames = {camera: np.asarray(observation[camera]) for camera in needed[:-1]}
+        for camera, images in frames.items():
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != b or images.shape[-1] != 3:
+                raise ValueError(f"observation[{camera!r}] must be uint8 (B={b}, H, W, 3), got {images.dtype} "
+                                 f"{images.shape}")
+        state = np.asarray(observation[layout.state_feature], dtype=np.float32)
+        if state.shape != (b, layout.state_dim):
+            raise ValueError(f"observation[{layout.state_feature!r}] must be (B={b}, {layout.state_dim}), got "
+                             f"{state.shape}")
+        samples = [build_sample([None if c is None else frames[c][i] for c in layout.cameras], state[i],
+                                prompts[i], normalizer=self.normalizer, head=layout.head,
+                                image_size=layout.image_size, max_state_dim=layout.max_state_dim)
+                   for i in range(b)]
+        # TOKENIZATION SWITCH POINT: PiModel still tokenizes sample["prompt"] itself. Once it takes token ids, run the
+        # training's SampleTokenizer on each sample here (samples = [tokenizer(s, advantage=...) for s in samples]).
+        return default_collate(samples)
+
+    @torch.no_grad()
+    def act(self, observation: Mapping[str, np.ndarray], prompts: Sequence[str], noise: torch.Tensor | None = None,
+            *, guidance_weight: float = 1.0) -> np.ndarray:
+        """float32 (B, chunk, action_dim) actions in robot units. `noise` (B, chunk, max_action_dim) fixes the flow
+        sampling; `guidance_weight` != 1 applies classifier-free guidance toward "Advantage: positive"."""
+        layout, cfg, b = self.layout, self.model.config, len(prompts)
+        if guidance_weight != 1.0 and not cfg.advantage_conditioning:
+            raise ValueError("guidance_weight != 1 needs a policy trained with advantage conditioning")
+        batch = self.batch(observation, prompts)
+        shape = (b, layout.chunk_size, layout.max_action_dim)
+        if noise is None:
+            noise = torch.randn(*shape, generator=self.generator)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise must be (B, chunk, max_action_dim) = {shape}, got {tuple(noise.shape)}")
+        batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        chunk = self.model.sample_actions(batch, noise=noise.to(self.device), num_steps=self.num_inference_steps,
+                                          guidance_weight=None if guidance_weight == 1.0 else guidance_weight)
+        actions = chunk[:, :, : layout.action_dim].float().cpu().numpy()
+        actions = self.normalizer.unnormalize(actions, layout.head, "actions")
+        if layout.action_low is not None:
+            actions = np.clip(actions, np.asarray(layout.action_low), np.asarray(layout.action_high))
+        return actions.astype(np.float32)
+
+
+def load_policy(path_or_hub_id: str | Path, *, head: str | None = None, device: str | torch.device = "cpu",
+                seed: int = 0, num_inference_steps: int | None = None) -> Policy:
+    """The policy of a saved bundle (folder or hub repo id), acting for `head` (a norm head, robot type or dataset
+    name; None: the only head)."""
+    return Policy(PolicyBundle.load(path_or_hub_id, device=device), head, device=device, seed=seed,
+                  num_inference_steps=num_inference_steps)
