@@ -135,9 +135,15 @@ class _RaiseFailedBatches(Iterator):
 
     def __next__(self) -> Any:
         batch = next(self.iterator)
-        if isinstance(batch, _FailedBatch):
-            raise batch.error
-        return batch
+        if not isinstance(batch, _FailedBatch):
+            return batch
+        error = batch.error
+        del batch
+        try:
+            raise error
+        finally:
+            del error  # no error -> traceback -> this frame -> error cycle: the loader is freed (workers shut down)
+            #            as soon as the caller drops the error, not at some later garbage collection
 
 
 class _DatasetLoader(StatefulDataLoader):

@@ -217,6 +217,25 @@ def load_meta(root: str | Path, name: str | None = None) -> DatasetMeta:
                        features=features, tasks=tasks, episodes=episodes, stats=stats)
 
 
+def check_data_files(meta: DatasetMeta) -> None:
+    """Cheap check of the data files without reading them: each parquet footer is readable and its row count equals
+    the summed lengths of the episodes the episode metadata places in that file."""
+    expected: dict[Path, int] = {}
+    for ep in meta.episodes:
+        expected[ep.data_path] = expected.get(ep.data_path, 0) + ep.length
+    for path, rows in expected.items():
+        if not path.is_file():
+            raise DatasetError("missing data file", dataset=meta.name, file=path, field="data_path")
+        try:
+            found = pq.read_metadata(path).num_rows
+        except (pa.ArrowException, OSError) as err:
+            raise DatasetError(f"unreadable parquet file ({type(err).__name__}: {err}); expected a complete parquet "
+                               f"file: re-download or rewrite it", dataset=meta.name, file=path) from err
+        if found != rows:
+            raise DatasetError(f"the data file has {found} rows but the episode metadata puts {rows} frames in it; "
+                               f"expected them to agree", dataset=meta.name, file=path, field="length")
+
+
 def _check_features(features: Any, name: str, info_path: Path) -> None:
     """Every feature of info.json is a mapping with a dtype and a shape of non-negative integers."""
     if not isinstance(features, dict):
