@@ -113,6 +113,11 @@ def _read_jsonl(path: Path, dataset: str, required: tuple[str, ...]) -> list[dic
     return rows
 
 
+def _unreadable_parquet(err: Exception, path: Path, dataset: str) -> DatasetError:
+    return DatasetError(f"unreadable parquet file ({type(err).__name__}: {err}); expected a complete parquet file: "
+                        f"re-download or rewrite it", dataset=dataset, file=path)
+
+
 def read_parquet(path: Path, dataset: str, columns_filter: Callable[[str], bool] | None = None) -> pa.Table:
     """A parquet file (the columns `columns_filter` keeps) as a table; a truncated or corrupt file is a DatasetError
     naming it."""
@@ -120,8 +125,7 @@ def read_parquet(path: Path, dataset: str, columns_filter: Callable[[str], bool]
         columns = None if columns_filter is None else [c for c in pq.read_schema(path).names if columns_filter(c)]
         return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as err:
-        raise DatasetError(f"unreadable parquet file ({type(err).__name__}: {err}); expected a complete parquet "
-                           f"file: re-download or rewrite it", dataset=dataset, file=path) from err
+        raise _unreadable_parquet(err, path, dataset) from err
 
 
 def _read_parquet_rows(path: Path, dataset: str, required: tuple[str, ...],
@@ -229,8 +233,7 @@ def check_data_files(meta: DatasetMeta) -> None:
         try:
             found = pq.read_metadata(path).num_rows
         except (pa.ArrowException, OSError) as err:
-            raise DatasetError(f"unreadable parquet file ({type(err).__name__}: {err}); expected a complete parquet "
-                               f"file: re-download or rewrite it", dataset=meta.name, file=path) from err
+            raise _unreadable_parquet(err, path, meta.name) from err
         if found != rows:
             raise DatasetError(f"the data file has {found} rows but the episode metadata puts {rows} frames in it; "
                                f"expected them to agree", dataset=meta.name, file=path, field="length")
