@@ -29,7 +29,7 @@ def info_command(dataset: str) -> None:
     """Print a dataset's features, episodes, fps and tasks as JSON. DATASET is a local root or a hub repo id."""
     try:
         summary = info(dataset)
-    except (DatasetError, FileNotFoundError) as error:
+    except (DatasetError, OSError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(json.dumps(summary, indent=2))
 
@@ -40,7 +40,7 @@ def stats_command(dataset: str) -> None:
     """Compute exact normalisation statistics (true quantiles) of DATASET and write them next to it."""
     try:
         path = write_dataset_stats(dataset)
-    except (DatasetError, FileNotFoundError) as error:
+    except (DatasetError, OSError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"stats written to {path}")
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from tau_data.dataset import LeRobotDataset
 from tau_data.errors import DatasetError
-from tau_data.metadata import load_meta
+from tau_data.metadata import load_meta, read_parquet
 from tau_data.stats import dataset_stats, write_stats
 from tau_data.writer import CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, VIDEO_PATH, _write_tasks
 
@@ -35,25 +35,35 @@ def _concat_videos(sources: list[Path], dst: Path, dataset: str, field: str) -> 
             if not src.is_file():
                 raise DatasetError("missing video file", dataset=dataset, file=src, field=field)
             starts.append(float(offset))
-            with av.open(str(src)) as inp:
-                stream = inp.streams.video[0]
-                if out_stream is None:
-                    out_stream = out.add_stream_from_template(stream, opaque=True)
-                    out_stream.time_base = stream.time_base
-                end = offset
-                for packet in inp.demux(stream):
-                    if packet.pts is None:
-                        continue
-                    pkt_time = Fraction(packet.pts) * stream.time_base
-                    duration = Fraction(packet.duration or 0) * stream.time_base
-                    end = max(end, offset + pkt_time + duration)
-                    packet.pts = round((offset + pkt_time) / out_stream.time_base)
-                    packet.dts = round((offset + Fraction(packet.dts) * stream.time_base) / out_stream.time_base)
-                    packet.duration = round(duration / out_stream.time_base)
-                    packet.stream = out_stream
-                    out.mux(packet)
-                offset = end
+            try:
+                out_stream, offset = _append_video(out, out_stream, src, offset)
+            except (av.error.FFmpegError, OSError) as err:
+                raise DatasetError(f"cannot remux the video ({type(err).__name__}: {err}); expected a video the "
+                                   f"decoder can read: re-download the file or re-encode it", dataset=dataset,
+                                   file=src, field=field) from err
     return starts
+
+
+def _append_video(out: Any, out_stream: Any, src: Path, offset: Fraction) -> tuple[Any, Fraction]:
+    """Mux the packets of `src` into `out` shifted by `offset` seconds; returns the stream and the new end time."""
+    with av.open(str(src)) as inp:
+        stream = inp.streams.video[0]
+        if out_stream is None:
+            out_stream = out.add_stream_from_template(stream, opaque=True)
+            out_stream.time_base = stream.time_base
+        end = offset
+        for packet in inp.demux(stream):
+            if packet.pts is None:
+                continue
+            pkt_time = Fraction(packet.pts) * stream.time_base
+            duration = Fraction(packet.duration or 0) * stream.time_base
+            end = max(end, offset + pkt_time + duration)
+            packet.pts = round((offset + pkt_time) / out_stream.time_base)
+            packet.dts = round((offset + Fraction(packet.dts) * stream.time_base) / out_stream.time_base)
+            packet.duration = round(duration / out_stream.time_base)
+            packet.stream = out_stream
+            out.mux(packet)
+    return out_stream, end
 
 
 def convert_v21_to_v30(src: str | Path, dst: str | Path) -> Path:
@@ -79,7 +89,7 @@ def convert_v21_to_v30(src: str | Path, dst: str | Path) -> Path:
     for ep in tqdm(meta.episodes, desc=f"convert {meta.name}: data", disable=len(meta.episodes) < 50):
         if not ep.data_path.is_file():
             raise DatasetError("missing data file", dataset=meta.name, file=ep.data_path, field="data_path")
-        table = pq.read_table(ep.data_path)
+        table = read_parquet(ep.data_path, meta.name)
         if writer is None:
             writer = pq.ParquetWriter(data_path, table.schema, compression="snappy")
         writer.write_table(table.cast(writer.schema), row_group_size=max(len(table), 1))

@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from tau_data.errors import DatasetError
-from tau_data.metadata import INDEX_COLUMNS, DatasetMeta, Episode, load_meta, resolve_root
-from tau_data.video import VideoCache
+from tau_data.metadata import INDEX_COLUMNS, DatasetMeta, Episode, load_meta, read_parquet, resolve_root
+from tau_data.video import VideoCache, check_video_streams
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
     `dataset[i]` is a dict: each feature (cameras as uint8 (3, H, W) tensors, or (T, 3, H, W) with delta timestamps),
     `<key>_is_pad` for keys in `delta_timestamps`, `timestamp`, `frame_index`, `episode_index`, `index`,
     `task_index` and `task` (str). Frames past the episode edges are clamped and flagged as LeRobot does.
+
+    Opening checks the dataset: info.json against the episode, task and data tables, and the first decoded frame of
+    every video file of the selected episodes against the declared shape and codec (decoders are then closed: each
+    process, loader workers included, opens its own on first use).
     """
 
     def __init__(self, repo_id_or_root: str | Path, *, root: str | Path | None = None, revision: str | None = None,
@@ -79,6 +82,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.columns: dict[str, Any] = {}
         self._load_frames()
         self._check_timestamps()
+        check_video_streams(self.meta, self.episodes)
         self._videos = VideoCache()
         log.info("opened %s (%s, %d episodes, %d frames, %g fps)", self.name, self.meta.version, len(self.episodes),
                  len(self), self.fps)
@@ -111,16 +115,27 @@ class LeRobotDataset(torch.utils.data.Dataset):
         for pos, ep in enumerate(self.episodes):
             by_file.setdefault(ep.data_path, []).append(pos)
         parts: dict[str, list[Any]] = {k: [None] * len(self.episodes) for k in wanted}
+        listed = {e.index for e in self.meta.episodes}
         for path, positions in tqdm(by_file.items(), desc=f"read {self.name}", disable=len(by_file) < 20):
             if not path.is_file():
                 raise DatasetError("missing data file", dataset=self.name, file=path, field="data_path")
-            table = pq.read_table(path)
+            table = read_parquet(path, self.name)
             absent = [k for k in wanted if k not in table.column_names]
             if absent:
                 raise DatasetError("feature declared in info.json is missing from the data file",
                                    dataset=self.name, file=path, field=absent[0])
             runs = self._episode_runs(table.column("episode_index").to_numpy(), path)
+            unlisted = sorted(set(runs) - listed)
+            if unlisted:
+                raise DatasetError(f"the data file holds rows of episode {unlisted[0]}, which the episode metadata "
+                                   f"does not list; expected only episodes {min(listed)}..{max(listed)}",
+                                   dataset=self.name, file=path, field="episode_index")
             arrays = {k: self._read_column(table, k, path) for k in wanted}
+            unknown = sorted(set(np.unique(arrays["task_index"]).tolist()) - set(self.meta.tasks))
+            if unknown:
+                raise DatasetError(f"task_index {unknown[0]} is not in the dataset's tasks (it has "
+                                   f"{len(self.meta.tasks)}); expected indices listed in meta/tasks",
+                                   dataset=self.name, file=path, field="task_index")
             for pos in positions:
                 ep = self.episodes[pos]
                 start, end = runs.get(ep.index, (0, 0))
@@ -180,6 +195,17 @@ class LeRobotDataset(torch.utils.data.Dataset):
                                    f"1/{self.meta.fps:g}s grid by {off.max():.2e}s (tolerance {self.tolerance_s}s)",
                                    dataset=self.name, file=ep.data_path, field="timestamp")
 
+    def check_finite(self, key: str) -> None:
+        """Refuse NaN or infinite values in numeric column `key`, naming the data file, episode and frame."""
+        values = self.columns[key]
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(1)
+        if bad.any():
+            pos, frame = self.locate(int(np.argmax(bad)))
+            episode = self.episodes[pos]
+            raise DatasetError(f"NaN or infinite value in episode {episode.index} frame {frame} ({int(bad.sum())} "
+                               f"rows in all); expected finite numbers: fix or drop those frames", dataset=self.name,
+                               file=episode.data_path, field=key)
+
     def locate(self, idx: int) -> tuple[int, int]:
         """(episode position, frame within the episode) of dataset row `idx`."""
         if not 0 <= idx < len(self):
@@ -199,7 +225,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         """uint8 (T, H, W, 3) frames of camera `key` at dataset rows `rows` (all in one episode)."""
         pos, _ = self.locate(int(rows[0]))
         if self.meta.features[key]["dtype"] == "image":
-            frames = np.stack([self._decode_image(self.columns[key][r], key) for r in rows])
+            frames = np.stack([self._decode_image(self.columns[key][r], key, int(r)) for r in rows])
             source = self.episodes[pos].data_path
         else:
             segment = self.episodes[pos].videos[key]
@@ -213,14 +239,19 @@ class LeRobotDataset(torch.utils.data.Dataset):
                                dataset=self.name, file=source, field=key)
         return frames
 
-    def _decode_image(self, cell: dict, key: str) -> np.ndarray:
-        data = cell.get("bytes")
+    def _decode_image(self, cell: dict, key: str, row: int) -> np.ndarray:
+        data, path = cell.get("bytes"), None
         if data is None:
             path = self.meta.root / cell["path"]
             if not path.is_file():
                 raise DatasetError("missing image file", dataset=self.name, file=path, field=key)
             data = path.read_bytes()
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        try:
+            return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        except (UnidentifiedImageError, OSError) as err:
+            source = path or self.episodes[self.locate(row)[0]].data_path
+            raise DatasetError(f"cannot decode the image of row {row} ({type(err).__name__}: {err}); expected PNG "
+                               f"or JPEG bytes", dataset=self.name, file=source, field=key) from err
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         idx = int(idx)

@@ -7,13 +7,14 @@ restoring it replays exactly the same following batches, whatever the number of 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
 
+from tau_data.errors import DatasetError
 from tau_data.mixture import MixtureDataset
 
 _BLOCK = 4096
@@ -86,15 +87,88 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+class _FailedBatch:
+    """A batch whose fetch raised a DatasetError, carried back as the batch so that the error crosses the worker
+    boundary pickled whole (torch would re-raise it rebuilt from its traceback text, dataset/file/field lost)."""
+
+    def __init__(self, error: DatasetError) -> None:
+        self.error = error
+
+
+class _DatasetErrorsAsBatches(torch.utils.data.Dataset):
+    """The loader's view of a dataset: a DatasetError while fetching a batch becomes a `_FailedBatch`."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.dataset[index]
+
+    def __getitems__(self, indices: list[Any]) -> list[Any] | _FailedBatch:
+        try:
+            return [self.dataset[i] for i in indices]
+        except DatasetError as error:
+            return _FailedBatch(error)
+
+
+class _CollateUnlessFailed:
+    """The loader's collate function, passing a `_FailedBatch` through untouched."""
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Any]) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, items: list[Any] | _FailedBatch) -> Any:
+        return items if isinstance(items, _FailedBatch) else self.collate_fn(items)
+
+
+class _RaiseFailedBatches(Iterator):
+    """Iterates the loader's own iterator, raising the DatasetError of a `_FailedBatch` in the main process."""
+
+    def __init__(self, iterator: Iterator) -> None:
+        self.iterator = iterator
+
+    def __len__(self) -> int:
+        return len(self.iterator)
+
+    def __next__(self) -> Any:
+        batch = next(self.iterator)
+        if not isinstance(batch, _FailedBatch):
+            return batch
+        error = batch.error
+        del batch
+        try:
+            raise error
+        finally:
+            del error  # no error -> traceback -> this frame -> error cycle: the loader is freed (workers shut down)
+            #            as soon as the caller drops the error, not at some later garbage collection
+
+
+class _DatasetLoader(StatefulDataLoader):
+    """A StatefulDataLoader whose workers hand a DatasetError back whole: iterating raises that one error (file,
+    field and what was expected) instead of torch's re-raise carrying the worker's traceback as its message."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, *, collate_fn: Callable | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(_DatasetErrorsAsBatches(dataset),
+                         collate_fn=_CollateUnlessFailed(collate_fn or torch.utils.data.default_collate), **kwargs)
+
+    def __iter__(self) -> Iterator:
+        return _RaiseFailedBatches(super().__iter__())
+
+
 def make_loader(dataset: MixtureDataset, batch_size: int, *, num_workers: int = 2, seed: int = 0,
                 samples_per_epoch: int | None = None, rank: int = 0, world_size: int = 1,
                 prefetch_factor: int | None = None, **kwargs: Any) -> StatefulDataLoader:
     """A StatefulDataLoader drawing from the mixture by its weights; `.state_dict()` / `.load_state_dict()` resume
     mid-epoch exactly. Workers use one torch thread and open their video decoders themselves (with num_workers=0,
-    call torch.set_num_threads(1) yourself: data-side math with several threads crawls on small CPUs)."""
+    call torch.set_num_threads(1) yourself: data-side math with several threads crawls on small CPUs). A bad frame
+    read in a worker raises its DatasetError in the caller, intact."""
     sampler = MixtureSampler(dataset.lengths, dataset.weights, samples_per_epoch or len(dataset), seed=seed,
                              rank=rank, world_size=world_size)
-    return StatefulDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                              worker_init_fn=_worker_init if num_workers else None,
-                              prefetch_factor=prefetch_factor if num_workers else None,
-                              persistent_workers=False, drop_last=True, **kwargs)
+    return _DatasetLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                         worker_init_fn=_worker_init if num_workers else None,
+                         prefetch_factor=prefetch_factor if num_workers else None,
+                         persistent_workers=False, drop_last=True, **kwargs)

@@ -77,7 +77,15 @@ def read_stats(path: str | Path, dataset: str | None = None) -> Stats:
     path = Path(path)
     if not path.is_file():
         raise DatasetError("missing stats file", dataset=dataset, file=path)
-    return parse_stats(json.loads(path.read_text()), dataset=dataset or path.parent.parent.name, file=path)
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"invalid JSON ({err}); expected a stats file as written by tau or LeRobot",
+                           dataset=dataset, file=path) from err
+    if not isinstance(raw, dict):
+        raise DatasetError(f"holds a JSON {type(raw).__name__}; expected a mapping of feature to stats",
+                           dataset=dataset, file=path)
+    return parse_stats(raw, dataset=dataset or path.parent.parent.name, file=path)
 
 
 def dataset_stats(dataset, features: list[str] | None = None) -> Stats:
@@ -90,12 +98,8 @@ def dataset_stats(dataset, features: list[str] | None = None) -> Stats:
         values = dataset.columns[key]
         if not isinstance(values, np.ndarray) or values.dtype.kind not in "biuf":
             continue
-        stats = vector_stats(values.reshape(len(values), -1))
-        for name, value in stats.items():
-            if not np.all(np.isfinite(value)):
-                raise DatasetError("NaN or infinite value in the data", dataset=dataset.name,
-                                   file=meta.root / "data", field=f"{key}.{name}")
-        out[key] = stats
+        dataset.check_finite(key)
+        out[key] = vector_stats(values.reshape(len(values), -1))
     return out
 
 
