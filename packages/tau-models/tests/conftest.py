@@ -79,6 +79,14 @@ def make_batch(
     }
 
 
+def tokenize(batch: dict, model_or_config, **kwargs) -> dict:
+    """The batch with the SampleTokenizer's ids, as a loader collates tokenized samples (kwargs go to the tokenizer)."""
+    from tau_models import SampleTokenizer
+
+    config = getattr(model_or_config, "config", model_or_config)
+    return SampleTokenizer(config).tokenize_batch(batch, **kwargs)
+
+
 def smooth_chunks(n: int, chunk: int = 10, max_dim: int = 32, real_dim: int = 7, seed: int = 0) -> np.ndarray:
     """Smooth random action chunks in [-1, 1] (sums of low-frequency sinusoids), zero-padded to max_dim."""
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tau_models import PiModel, from_pretrained, load_pi_checkpoint, tiny_pi05_config
 
-from conftest import make_batch
+from conftest import make_batch, tokenize
 
 PG = "model.paligemma_with_expert.paligemma."
 
@@ -32,9 +32,9 @@ def test_round_trip(tmp_path, tokenizer_dir):
 def test_checkpoint_with_local_tokenizer_can_be_moved(tmp_path, tokenizer_dir):
     own_tokenizer = shutil.copytree(tokenizer_dir, tmp_path / "run" / "tok")
     model = PiModel(tiny_pi05_config(tokenizer_name=str(own_tokenizer))).eval()
-    batch = make_batch(2)
 
     def loss(policy: PiModel) -> torch.Tensor:
+        batch = tokenize(make_batch(2), policy)  # tokenized through the policy's own config
         torch.manual_seed(0)
         with torch.no_grad():
             return policy(batch)["loss"]

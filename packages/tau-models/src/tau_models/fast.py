@@ -33,6 +33,22 @@ def _to_text(coeffs: np.ndarray, min_token: int) -> str:
     return "".join(map(chr, np.maximum(coeffs.reshape(-1) - min_token, 0).tolist()))
 
 
+def fast_vlm_ids(ids: Sequence[int], vocab_size: int, skip_tokens: int) -> list[int]:
+    """FAST ids -> VLM vocabulary ids counted down from the top (vocab_size - 1 - skip_tokens - id), as openpi does,
+    and back: the map is its own inverse."""
+    top = vocab_size - 1 - skip_tokens
+    return [top - int(i) for i in ids]
+
+
+def check_fast_fits(fast: FastTokenizer, vocab_size: int, skip_tokens: int) -> FastTokenizer:
+    """The tokenizer, after checking that its ids (plus the skipped top tokens) fit in the VLM vocabulary."""
+    if fast.vocab_size + skip_tokens + 1 >= vocab_size:
+        raise ValueError(
+            f"FAST vocab {fast.vocab_size} + skip {skip_tokens} does not fit in the VLM vocabulary of {vocab_size}"
+        )
+    return fast
+
+
 class FastTokenizer:
     """Encode action chunks (B, T, D) in [-1, 1] to variable-length token lists and decode them back."""
 

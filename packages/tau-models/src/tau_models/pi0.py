@@ -1,14 +1,14 @@
 """pi0 / pi0.5: a PaliGemma VLM over the prefix and a Gemma action expert over the noisy action chunk.
 
-Read top to bottom: inputs -> prefix (images, prompt, optional FAST tokens) -> VLM pass with KV cache -> suffix
-(noisy actions, time) through the expert attending to the cached prefix -> flow-matching loss / Euler sampling.
+Read top to bottom: inputs -> prefix (images, the token ids SampleTokenizer made: prompt, optional response and FAST
+tokens) -> VLM pass with KV cache -> suffix (noisy actions, time) through the expert attending to the cached prefix
+-> flow-matching loss / Euler sampling.
 The prefix never attends to the suffix, so running the VLM once and handing its keys/values to the expert is the
 same computation as one joint pass; it is also what makes knowledge insulation a one-line detach.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from torch import nn
 from tau_models.attention_masks import suffix_attention
 from tau_models.backbone import PaliGemmaBackbone
 from tau_models.config import PiConfig
-from tau_models.fast import FastTokenizer
+from tau_models.fast import FastTokenizer, check_fast_fits, fast_vlm_ids
 from tau_models.flow import (
     action_loss_mask,
     guided_velocity,
@@ -32,17 +32,8 @@ from tau_models.flow import (
 )
 from tau_models.gemma import AdaRMSNorm, GemmaTower, KVCache, additive_mask
 from tau_models.images import resize_with_pad, to_model_range
-from tau_models.tokenizer import (
-    EOS_ID,
-    FAST,
-    PROMPT,
-    RESPONSE,
-    PromptTokenizer,
-    discretize_state,
-    format_prompt,
-)
-
-logger = logging.getLogger(__name__)
+from tau_models.sample import UNCOND_PREFIX, batch_tokens, trim_token_padding
+from tau_models.tokenizer import EOS_ID, FAST, PAD_ID, PROMPT, RESPONSE
 
 
 @dataclass
@@ -64,16 +55,15 @@ class Prefix:
         """Real tokens the action expert may attend to: everything but FAST tokens."""
         return self.pad & (self.kind != FAST)
 
+    def without_fast(self) -> Prefix:
+        """The prefix with its FAST tokens (the target actions of a training sample) masked out, for inference."""
+        return Prefix(embs=self.embs, pad=self.visible, kind=self.kind, tokens=self.tokens)
+
 
 class PiModel(nn.Module):
     """pi0.5 (variant "pi05") or pi0 (variant "pi0"); forward(batch) -> {"loss", ...}; sample_actions(batch)."""
 
-    def __init__(
-        self,
-        config: PiConfig,
-        fast_tokenizer: FastTokenizer | None = None,
-        prompt_tokenizer: PromptTokenizer | None = None,
-    ) -> None:
+    def __init__(self, config: PiConfig, fast_tokenizer: FastTokenizer | None = None) -> None:
         super().__init__()
         self.config = cfg = config
         we = cfg.expert.width
@@ -93,7 +83,6 @@ class PiModel(nn.Module):
             self.action_time_mlp_out = nn.Linear(we, we)
         self.backbone.language_model.gradient_checkpointing = cfg.gradient_checkpointing
         self.expert.gradient_checkpointing = cfg.gradient_checkpointing
-        self._prompt_tokenizer = prompt_tokenizer
         self._fast_tokenizer = fast_tokenizer
         self.apply(_init_weights)
         if cfg.dtype == "bfloat16":
@@ -128,28 +117,15 @@ class PiModel(nn.Module):
         return self
 
     @property
-    def prompt_tokenizer(self) -> PromptTokenizer:
-        if self._prompt_tokenizer is None:
-            self._prompt_tokenizer = PromptTokenizer(
-                self.config.tokenizer_name, self.config.tokenizer_max_length
-            )
-        return self._prompt_tokenizer
-
-    @property
     def fast_tokenizer(self) -> FastTokenizer:
+        """The FAST tokenizer that decodes mode="fast" samples (loaded from config.fast_tokenizer_path)."""
         if self._fast_tokenizer is None:
             if self.config.fast_tokenizer_path is None:
                 raise ValueError(
                     "FAST is used but config.fast_tokenizer_path is not set and no tokenizer was given"
                 )
             self._fast_tokenizer = FastTokenizer.load(self.config.fast_tokenizer_path)
-        fast = self._fast_tokenizer
-        if fast.vocab_size + self.config.fast_skip_tokens + 1 >= self.config.vocab_size:
-            raise ValueError(
-                f"FAST vocab {fast.vocab_size} + skip {self.config.fast_skip_tokens} does not fit in the VLM "
-                f"vocabulary of {self.config.vocab_size}"
-            )
-        return fast
+        return check_fast_fits(self._fast_tokenizer, self.config.vocab_size, self.config.fast_skip_tokens)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -187,50 +163,6 @@ class PiModel(nn.Module):
             mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
         return images.to(self.dtype), mask.bool()
 
-    def build_prompts(self, batch: dict[str, Any], advantage: list[bool | None] | None = None) -> list[str]:
-        """Prompt strings for the batch: task, discretised state (pi0.5 discrete mode), advantage indicator."""
-        tasks = batch["prompt"]
-        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        cfg = self.config
-        if advantage is None:
-            advantage = [None] * len(tasks)
-        prompts = []
-        for i, task in enumerate(tasks):
-            bins = None
-            if cfg.variant == "pi05" and cfg.state_mode == "discrete":
-                dim = int(batch["state_dim"][i]) if "state_dim" in batch else cfg.max_state_dim
-                state = batch["state"][i, :dim]
-                if not torch.isfinite(torch.as_tensor(state)).all():
-                    raise ValueError(f"batch['state'][{i}] contains NaN or inf")
-                bins = discretize_state(state, cfg.state_bins)
-            prompts.append(format_prompt(task, bins, advantage[i], cfg.variant))
-        return prompts
-
-    def training_advantages(self, batch: dict[str, Any]) -> list[bool | None] | None:
-        """Per-sample advantage indicator for training: the label, dropped with advantage_dropout (for CFG)."""
-        if not self.config.advantage_conditioning:
-            return None
-        if "advantage_positive" not in batch:
-            raise ValueError("advantage_conditioning is on but the batch has no 'advantage_positive'")
-        labels = [bool(x) for x in torch.as_tensor(batch["advantage_positive"]).reshape(-1).tolist()]
-        drop = self.config.advantage_dropout if self.training else 0.0
-        dropped = (torch.rand(len(labels)) < drop).tolist()
-        return [None if d else label for d, label in zip(dropped, labels)]
-
-    def fast_token_ids(self, actions: torch.Tensor) -> list[list[int]]:
-        """FAST-encode the padded action chunks and map them onto the VLM vocabulary tail, ending with <eos>."""
-        cfg = self.config
-        fast_ids = self.fast_tokenizer.encode(actions.detach().float().cpu().numpy())
-        top = cfg.vocab_size - 1 - cfg.fast_skip_tokens
-        out = []
-        for ids in fast_ids:
-            if len(ids) + 1 > cfg.fast_max_tokens:
-                logger.warning(
-                    "FAST sequence of %d tokens truncated to %d", len(ids) + 1, cfg.fast_max_tokens
-                )
-            out.append([top - i for i in ids][: cfg.fast_max_tokens - 1] + [EOS_ID])
-        return out
-
     def embed_prefix(
         self,
         images: torch.Tensor,
@@ -256,28 +188,47 @@ class PiModel(nn.Module):
             kind[:, -tokens.shape[1] :] = token_kind
         return Prefix(embs=embs, pad=pad, kind=kind, tokens=tokens)
 
-    def prefix_from_batch(
-        self,
-        batch: dict[str, Any],
-        advantage: list[bool | None] | None = None,
-        fast_ids: list[list[int]] | None = None,
-        response_ids: list[list[int]] | None = None,
-    ) -> Prefix:
-        """Images, prompts (+ response / FAST token ids) of a standard batch -> Prefix."""
+    def prefix_from_batch(self, batch: dict[str, Any], guidance: bool = False) -> Prefix:
+        """Images, state and token ids of a standard batch -> Prefix. guidance: the batch twice, first with its
+        (conditioned) tokens, then with its uncond_* tokens (classifier-free guidance)."""
         images, image_mask = self.prepare_images(batch)
-        prompts = self.build_prompts(batch, advantage)
-        tokens, pad, kind = self.prompt_tokenizer.encode(prompts, response_ids, fast_ids)
+        tokens, pad, kind = batch_tokens(batch)
+        state = batch["state"].float() if "state" in batch else None
+        if guidance:
+            u_tokens, u_pad, u_kind = batch_tokens(batch, UNCOND_PREFIX)
+            if u_tokens.shape != tokens.shape:
+                raise ValueError(
+                    f"batch['{UNCOND_PREFIX}tokens'] has shape {tuple(u_tokens.shape)}, batch['tokens'] "
+                    f"{tuple(tokens.shape)}: tokenize both with the same SampleTokenizer(guidance=True)"
+                )
+            kind = None if kind is None or u_kind is None else torch.cat([kind, u_kind])
+            tokens, pad = torch.cat([tokens, u_tokens]), torch.cat([pad, u_pad])
+            images, image_mask = torch.cat([images, images]), torch.cat([image_mask, image_mask])
+            state = None if state is None else torch.cat([state, state])
+        tokens, pad, kind = trim_token_padding(tokens, pad, kind)
         dev = images.device
-        state = batch["state"].to(dev).float() if "state" in batch else None
-        return self.embed_prefix(images, image_mask.to(dev), tokens.to(dev), pad.to(dev), kind.to(dev), state)
+        return self.embed_prefix(
+            images,
+            image_mask.to(dev),
+            tokens.to(dev),
+            pad.to(dev),
+            None if kind is None else kind.to(dev),
+            None if state is None else state.to(dev),
+        )
 
-    def response_token_ids(self, batch: dict[str, Any]) -> list[list[int]] | None:
-        """Token ids of batch["response"] (subtask / answer text) when the response head is trained."""
-        if self.config.response_loss_weight <= 0 or "response" not in batch:
-            return None
-        responses = batch["response"]
-        responses = [responses] if isinstance(responses, str) else list(responses)
-        return [self.prompt_tokenizer.response_ids(r, self.config.response_max_tokens) for r in responses]
+    def extend_prefix(self, prefix: Prefix, rows: list[list[int]], kind: int) -> Prefix:
+        """The prefix with each row's new token ids (response or FAST) placed right after its real tokens."""
+        n_tok = prefix.tokens.shape[1]
+        tokens, pad, kinds = append_tokens(
+            prefix.tokens, prefix.pad[:, -n_tok:], prefix.kind[:, -n_tok:], rows, kind
+        )
+        head_pad = prefix.pad[:, :-n_tok]
+        return Prefix(
+            embs=torch.cat([prefix.embs[:, :-n_tok], self.backbone.embed_tokens(tokens)], dim=1),
+            pad=torch.cat([head_pad, pad], dim=1),
+            kind=torch.cat([torch.full_like(head_pad, PROMPT, dtype=torch.long), kinds], dim=1),
+            tokens=tokens,
+        )
 
     # ------------------------------------------------------------------ action expert
     def time_condition(self, t: torch.Tensor) -> torch.Tensor:
@@ -346,9 +297,10 @@ class PiModel(nn.Module):
     def forward(
         self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Training losses on a standard batch: flow matching (+ FAST cross-entropy), weighted into "loss"."""
+        """Training losses on a tokenized standard batch: flow matching (+ FAST / response cross-entropy on the
+        FAST / response token ids SampleTokenizer put in the batch), weighted into "loss"."""
         cfg = self.config
-        _require(batch, ("images", "prompt", "state", "actions"))
+        _require(batch, ("images", "state", "actions"))
         actions = batch["actions"].float()
         b, horizon, dim = actions.shape
         if (horizon, dim) != (cfg.chunk_size, cfg.max_action_dim):
@@ -357,10 +309,9 @@ class PiModel(nn.Module):
             )
         _check_finite(actions, "actions")
         dev = actions.device
-        fast_ids = self.fast_token_ids(actions) if cfg.uses_fast else None
-        response_ids = self.response_token_ids(batch)
-        prefix = self.prefix_from_batch(batch, self.training_advantages(batch), fast_ids, response_ids)
-        needs_hidden = cfg.uses_fast or response_ids is not None
+        prefix = self.prefix_from_batch(batch)
+        train_response = cfg.response_loss_weight > 0
+        needs_hidden = cfg.uses_fast or train_response
         hidden, kv = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=not needs_hidden)
         noise = torch.randn_like(actions) if noise is None else noise.to(dev).float()
         t = (
@@ -379,7 +330,7 @@ class PiModel(nn.Module):
             fast = self.token_loss(hidden, prefix, FAST)
             out["fast_loss"] = fast
             loss = loss + cfg.fast_loss_weight * fast
-        if response_ids is not None:
+        if train_response:
             response = self.token_loss(hidden, prefix, RESPONSE)
             out["response_loss"] = response
             loss = loss + cfg.response_loss_weight * response
@@ -391,9 +342,9 @@ class PiModel(nn.Module):
         ids = torch.zeros(prefix.pad.shape, dtype=torch.long, device=hidden.device)
         ids[:, prefix.pad.shape[1] - prefix.tokens.shape[1] :] = prefix.tokens
         targets_mask = (prefix.kind[:, 1:] == kind) & prefix.pad[:, 1:]
-        if not targets_mask.any():
-            return hidden.sum() * 0.0
         logits = self.backbone.logits(hidden[:, :-1][targets_mask]).float()
+        if logits.shape[0] == 0:  # no token of this kind in the batch (e.g. no sample has a response)
+            return hidden.sum() * 0.0
         return F.cross_entropy(logits, ids[:, 1:][targets_mask])
 
     # ------------------------------------------------------------------ inference
@@ -405,38 +356,31 @@ class PiModel(nn.Module):
         num_steps: int | None = None,
         mode: Literal["flow", "fast"] = "flow",
         guidance_weight: float | None = None,
-        advantage: bool | None = None,
         predict_response: bool = False,
     ) -> torch.Tensor:
-        """Action chunks (B, chunk, max_action_dim).
+        """Action chunks (B, chunk, max_action_dim) for a batch tokenized by SampleTokenizer (no actions needed).
 
         mode "flow": Euler integration from t=1 (noise) to 0, the prefix run once and its KV cache reused.
         mode "fast": greedy KV-cached decoding of FAST tokens, then the inverse FAST transform.
-        guidance_weight w (needs advantage conditioning): v = v_uncond + w (v_cond - v_uncond), where the
-        conditioned prompt says "Advantage: positive" and the unconditioned one has no advantage line.
+        guidance_weight w (needs advantage conditioning): v = v_uncond + w (v_cond - v_uncond), with v_cond from
+        batch["tokens"] (tokenized with advantage=True) and v_uncond from batch["uncond_tokens"] / ["uncond_token_pad"]
+        / ["uncond_token_kind"] (no advantage line): SampleTokenizer(sample, advantage=True, guidance=True) makes both.
         predict_response: first decode the response / subtask text greedily and put it in the prefix.
         Dropout follows the module mode: call model.eval() for inference.
         """
         cfg = self.config
-        _require(batch, ("images", "prompt", "state"))
+        _require(batch, ("images", "state"))
         b = batch["images"].shape[0]
-        if advantage is None and cfg.advantage_conditioning:
-            advantage = True
-        advantages: list[bool | None] = [advantage] * b
-        if guidance_weight is not None:
-            if not cfg.advantage_conditioning:
-                raise ValueError("guidance_weight needs a model trained with advantage_conditioning=True")
-            batch, advantages = _repeat_batch(batch, 2), [True] * b + [None] * b
-        prefix = self.prefix_from_batch(batch, advantages)
+        guided = guidance_weight is not None
+        if guided and not cfg.advantage_conditioning:
+            raise ValueError("guidance_weight needs a model trained with advantage_conditioning=True")
+        prefix = self.prefix_from_batch(batch, guidance=guided).without_fast()
         if predict_response:
-            prefix = self.prefix_from_batch(
-                batch,
-                advantages,
-                response_ids=[
-                    [*ids, EOS_ID] for ids in self.generate_tokens(prefix, cfg.response_max_tokens)
-                ],
-            )
+            rows = [[*ids, EOS_ID] for ids in self.generate_tokens(prefix, cfg.response_max_tokens)]
+            prefix = self.extend_prefix(prefix, rows, RESPONSE)
         state = batch["state"].float().to(prefix.embs.device)
+        if guided:
+            state = torch.cat([state, state])
         if mode == "fast":
             fast_ids = self.generate_fast_tokens(prefix)[:b]
             chunks = self.fast_tokenizer.decode(
@@ -456,7 +400,7 @@ class PiModel(nn.Module):
         dt = -1.0 / steps
         for k in range(steps):
             t = torch.full((x.shape[0],), 1.0 + k * dt, dtype=torch.float32, device=dev)
-            if guidance_weight is None:
+            if not guided:
                 v = self.velocity(kv, prefix.visible, x, t, state)
             else:
                 v2 = self.velocity(kv, prefix.visible, torch.cat([x, x]), torch.cat([t, t]), state)
@@ -473,14 +417,13 @@ class PiModel(nn.Module):
         allowed[top - self.fast_tokenizer.vocab_size + 1 : top + 1] = True
         allowed[EOS_ID] = True
         seqs = self.generate_tokens(prefix, cfg.fast_max_tokens, allowed)
-        return [[top - i for i in seq] for seq in seqs]
+        return [fast_vlm_ids(seq, cfg.vocab_size, cfg.fast_skip_tokens) for seq in seqs]
 
     @torch.no_grad()
-    def generate_responses(self, batch: dict[str, Any], advantage: bool | None = None) -> list[list[int]]:
-        """Greedy KV-cached decoding of the response / subtask text after the prompt; token ids without <eos>."""
-        if advantage is None and self.config.advantage_conditioning:
-            advantage = True
-        prefix = self.prefix_from_batch(batch, [advantage] * batch["images"].shape[0])
+    def generate_responses(self, batch: dict[str, Any]) -> list[list[int]]:
+        """Greedy KV-cached decoding of the response / subtask text after the prompt; token ids without <eos>
+        (SampleTokenizer.prompt_tokenizer.decode turns them into text)."""
+        prefix = self.prefix_from_batch(batch).without_fast()
         return self.generate_tokens(prefix, self.config.response_max_tokens)
 
     @torch.no_grad()
@@ -527,8 +470,9 @@ class PiModel(nn.Module):
 
 
 def _check_finite(tensor: torch.Tensor, name: str) -> None:
-    """Reject NaN / inf inputs with the batch key named (shape-only meta tensors are skipped)."""
-    if tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+    """Reject NaN / inf CPU inputs with the batch key named. Tensors on an accelerator are not checked: the check
+    would wait for the device every step (SampleTokenizer checks state and FAST actions on the CPU)."""
+    if tensor.device.type == "cpu" and not torch.isfinite(tensor).all():
         raise ValueError(f"batch['{name}'] contains NaN or inf")
 
 
@@ -537,7 +481,7 @@ def _require(batch: dict[str, Any], keys: tuple[str, ...]) -> None:
     if missing:
         raise KeyError(
             f"batch is missing {missing}; a standard batch has images, image_mask, state, state_dim, "
-            f"actions, action_dim, action_is_pad and prompt"
+            f"actions, action_dim, action_is_pad, prompt and the SampleTokenizer's tokens / token_pad / token_kind"
         )
 
 
@@ -545,17 +489,22 @@ def _until_eos(seq: list[int]) -> list[int]:
     return seq[: seq.index(EOS_ID)] if EOS_ID in seq else seq
 
 
-def _repeat_batch(batch: dict[str, Any], times: int) -> dict[str, Any]:
-    """Concatenate a batch with itself (tensors along dim 0, prompt lists extended)."""
-    out: dict[str, Any] = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            out[key] = torch.cat([value] * times)
-        elif isinstance(value, (list, tuple)):
-            out[key] = list(value) * times
-        else:
-            out[key] = value
-    return out
+def append_tokens(
+    tokens: torch.Tensor, pad: torch.Tensor, kind: torch.Tensor, rows: list[list[int]], segment: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded token ids (B, L) with each row's new ids written right after its real tokens (width grows as
+    needed); returns ids, pad mask and segment kinds."""
+    lengths = pad.sum(dim=1).tolist()
+    width = max([tokens.shape[1], *(n + len(r) for n, r in zip(lengths, rows))])
+    extra = width - tokens.shape[1]
+    out = F.pad(tokens, (0, extra), value=PAD_ID)
+    new_pad, new_kind = F.pad(pad, (0, extra), value=False), F.pad(kind, (0, extra), value=PROMPT)
+    for i, (n, row) in enumerate(zip(lengths, rows)):
+        if row:
+            out[i, n : n + len(row)] = torch.tensor(row, dtype=out.dtype, device=out.device)
+            new_pad[i, n : n + len(row)] = True
+            new_kind[i, n : n + len(row)] = segment
+    return out, new_pad, new_kind
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ PROMPT, RESPONSE, FAST = 0, 1, 2
 
 
 def clean_task(task: str) -> str:
-    """Strip the task and replace underscores / newlines by spaces (LeRobot's cleaning)."""
+    """Strip the task and replace underscores / newlines by spaces (LeRobot's pi0.5 cleaning)."""
     return task.strip().replace("_", " ").replace("\n", " ")
 
 
@@ -47,14 +47,20 @@ def format_prompt(
 ) -> str:
     """The text prompt of one sample.
 
-    pi0.5: "Task: {task}, State: {bins};\\n[Advantage: positive;\\n]Action: " (openpi / LeRobot layout).
-    pi0: "{task}\\n[Advantage: positive;\\n]".
+    pi0.5: "Task: {cleaned task}, State: {bins};\\n[Advantage: positive;\\n]Action: " (openpi / LeRobot layout).
+    pi0: "{task}\\n[Advantage: positive;\\n]", the task as given with a newline appended unless it ends with one
+    (LeRobot's Pi0NewLineProcessor: no stripping, no underscore replacement).
     """
-    task = clean_task(task)
     if variant == "pi0":
-        return f"{task}\n{advantage_text(advantage)}"
+        return f"{task if task.endswith(chr(10)) else task + chr(10)}{advantage_text(advantage)}"
+    task = clean_task(task)
     state = "" if state_bins is None else ", State: " + " ".join(str(int(b)) for b in state_bins)
     return f"Task: {task}{state};\n{advantage_text(advantage)}Action: "
+
+
+def value_prompt(task: str) -> str:
+    """The value model's prompt: "Task: {cleaned task};\\n"."""
+    return f"Task: {clean_task(task)};\n"
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,12 +72,21 @@ def _load_hf_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 
 class PromptTokenizer:
-    """PaliGemma tokenizer (hub id such as google/paligemma-3b-pt-224, or a local folder) with <bos>, right padding."""
+    """PaliGemma tokenizer (hub id such as google/paligemma-3b-pt-224, or a local folder) with <bos>, right padding.
+
+    Pickles by name (each loader worker loads the tokenizer once, through a per-process cache).
+    """
 
     def __init__(self, name_or_path: str, max_length: int) -> None:
         self.name_or_path = name_or_path
         self.max_length = max_length
         self.hf = _load_hf_tokenizer(str(name_or_path))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name_or_path": self.name_or_path, "max_length": self.max_length}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["name_or_path"], state["max_length"])
 
     def __len__(self) -> int:
         return len(self.hf)
@@ -95,31 +110,29 @@ class PromptTokenizer:
 
     def encode(
         self,
-        prompts: Sequence[str],
-        responses: Sequence[Sequence[int]] | None = None,
-        fast: Sequence[Sequence[int]] | None = None,
+        prompt: str,
+        response: Sequence[int] = (),
+        fast: Sequence[int] = (),
+        length: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Tokenise prompts (truncated to max_length), each optionally followed by response ids then FAST ids.
+        """One prompt (truncated to max_length), then response ids, then FAST ids, right-padded with 0 to `length`.
 
-        Returns ids (B, L) right-padded with 0 to the longest row, the pad mask (B, L) and the segment kind (B, L):
-        PROMPT (bidirectional block), RESPONSE or FAST (causal tokens).
+        Returns ids (L,), the pad mask (L,) (True on real tokens) and the segment kind (L,): PROMPT (bidirectional
+        block), RESPONSE or FAST (causal tokens). length defaults to the real length.
         """
-        rows, kinds = [], []
-        for i, prompt in enumerate(prompts):
-            ids = self.token_ids(prompt)
-            if len(ids) > self.max_length:
-                logger.warning("prompt truncated from %d to %d tokens: %r", len(ids), self.max_length, prompt)
-                ids = ids[: self.max_length]
-            resp = [] if responses is None else list(responses[i])
-            act = [] if fast is None else list(fast[i])
-            rows.append(ids + resp + act)
-            kinds.append([PROMPT] * len(ids) + [RESPONSE] * len(resp) + [FAST] * len(act))
-        length = max(len(r) for r in rows)
-        out = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
-        pad = torch.zeros(len(rows), length, dtype=torch.bool)
-        kind = torch.zeros(len(rows), length, dtype=torch.long)
-        for i, (r, k) in enumerate(zip(rows, kinds)):
-            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            pad[i, : len(r)] = True
-            kind[i, : len(k)] = torch.tensor(k, dtype=torch.long)
+        ids = self.token_ids(prompt)
+        if len(ids) > self.max_length:
+            logger.warning("prompt truncated from %d to %d tokens: %r", len(ids), self.max_length, prompt)
+            ids = ids[: self.max_length]
+        row = [*ids, *response, *fast]
+        kinds = [PROMPT] * len(ids) + [RESPONSE] * len(response) + [FAST] * len(fast)
+        length = len(row) if length is None else length
+        if len(row) > length:
+            raise ValueError(f"{len(row)} tokens do not fit the fixed token length {length}")
+        out = torch.full((length,), PAD_ID, dtype=torch.long)
+        pad = torch.zeros(length, dtype=torch.bool)
+        kind = torch.full((length,), PROMPT, dtype=torch.long)
+        out[: len(row)] = torch.tensor(row, dtype=torch.long)
+        pad[: len(row)] = True
+        kind[: len(row)] = torch.tensor(kinds, dtype=torch.long)
         return out, pad, kind
