@@ -76,34 +76,34 @@ def test_dropout_train_only(tokenizer_dir):
     assert all(m.p == 0.1 for m in model.modules() if isinstance(m, torch.nn.Dropout))
 
 
-def test_freeze_vision_encoder(tokenizer_dir):
-    model = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, freeze_vision_encoder=True)).train()
-    assert not any(p.requires_grad for p in model.backbone.vision_tower.parameters())
-    assert all(p.requires_grad for p in model.backbone.language_model.parameters())
-    assert not model.backbone.vision_tower.training and model.expert.training
+@pytest.mark.parametrize("variant,state_mode", [("pi05", "discrete"), ("pi05", "continuous"), ("pi0", "discrete")])
+def test_module_groups_cover_the_model(tokenizer_dir, variant, state_mode):
+    model = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, variant=variant, state_mode=state_mode))
+    groups = model.module_groups()
+    assert set(groups) == {"vision", "vlm", "language_model", "expert"}
+    names = {n for n, _ in model.named_parameters()}
+
+    def members(group: str) -> set[str]:
+        return {n for n in names if any(n.startswith(p) for p in groups[group])}
+
+    assert all(any(n.startswith(p) for n in names) for g in groups.values() for p in g)  # no dead prefix
+    assert members("vlm") | members("expert") == names and not members("vlm") & members("expert")
+    assert members("vision") | members("language_model") == members("vlm")
+    assert not members("vision") & members("language_model")
+    assert "backbone.projector.weight" in members("vision") and "action_out_proj.bias" in members("expert")
+    assert ("state_proj.weight" in members("expert")) == (variant == "pi0" or state_mode == "continuous")
 
 
-def test_train_expert_only(tokenizer_dir):
-    model = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, train_expert_only=True)).train()
-    assert not any(p.requires_grad for p in model.backbone.parameters())
-    assert all(p.requires_grad for p in model.expert.parameters())
+def test_freezing_a_group_by_its_prefixes(model):
+    """What tau-train's TrainConfig.freeze: [vision] does with the prefixes: no gradient reaches the tower."""
+    vision = model.module_groups()["vision"]
+    for name, param in model.named_parameters():
+        param.requires_grad_(not name.startswith(tuple(vision)))
     model(tokenize(make_batch(2), model))["loss"].backward()
-    assert all(p.grad is None for p in model.backbone.parameters())
-
-
-def test_freeze_expert(tokenizer_dir):
-    model = PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir, freeze_expert=True)).train()
-    frozen = [
-        model.expert,
-        model.action_in_proj,
-        model.action_out_proj,
-        model.time_mlp_in,
-        model.time_mlp_out,
-    ]
-    assert not any(p.requires_grad for m in frozen for p in m.parameters())
-    assert all(p.requires_grad for p in model.backbone.parameters())
-    with pytest.raises(ValueError, match="nothing to train"):
-        tiny_pi05_config(freeze_expert=True, train_expert_only=True)
+    assert all(p.grad is None for p in model.backbone.vision_tower.parameters())
+    assert model.backbone.projector.weight.grad is None
+    assert model.backbone.language_model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+    assert model.expert.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
 
 
 def test_discrete_state_reaches_the_prompt(model):
@@ -194,6 +194,34 @@ def test_gradient_checkpointing_same_gradients(tokenizer_dir):
         model(batch, noise=noise, time=time)["loss"].backward()
         grads.append(model.backbone.language_model.layers[0].mlp.up_proj.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def layer_calls(model: PiModel, batch: dict) -> tuple[int, int]:
+    """How often the first VLM layer and the first expert layer start running in one forward + backward (a pre-hook:
+    the recomputation stops as soon as it has the saved tensors backward needs, before the layer returns)."""
+    counts = [0, 0]
+    layers = (model.backbone.language_model.layers[0], model.expert.layers[0])
+    hooks = [
+        layer.register_forward_pre_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
+        for i, layer in enumerate(layers)
+    ]
+    model(batch)["loss"].backward()
+    for hook in hooks:
+        hook.remove()
+    return counts[0], counts[1]
+
+
+def test_gradient_checkpointing_enable_recomputes_in_backward(model):
+    batch = tokenize(make_batch(2), model)
+    assert layer_calls(model, batch) == (1, 1)
+    model.gradient_checkpointing_enable()
+    assert model.config.gradient_checkpointing
+    assert layer_calls(model, batch) == (2, 2)  # each layer runs again in the backward pass
+    model.eval()
+    with torch.no_grad():
+        model.sample_actions(batch, num_steps=1)  # no recomputation (nor checkpoint overhead) at inference
+    model.train().gradient_checkpointing_disable()
+    assert layer_calls(model, batch) == (1, 1) and not model.config.gradient_checkpointing
 
 
 def test_kv_only_prefix_pass_gives_the_same_cache(model):

@@ -89,3 +89,16 @@ def test_state_token_starts_from_a_continuous_state_policy(tokenizer_dir):
     torch.testing.assert_close(value.state_proj.bias, policy.state_proj.bias)
     with pytest.raises(ValueError, match="state_dim"):
         tiny_value_config(state_dim=-1)
+
+
+def test_module_groups_cover_the_value_model(tokenizer_dir):
+    model = ValueModel(tiny_value_config(tokenizer_name=tokenizer_dir, state_dim=4))
+    groups = model.module_groups()
+    names = {n for n, _ in model.named_parameters()}
+
+    def members(group: str) -> set[str]:
+        return {n for n in names if n.startswith(tuple(groups[group]))}
+
+    assert members("vlm") | members("head") == names and not members("vlm") & members("head")
+    assert members("vision") | members("language_model") == members("vlm")
+    assert {"value_query", "value_head.weight", "state_proj.weight"} <= members("head")

@@ -15,16 +15,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tau_models.config import PiConfig, config_from_lerobot
-
-if TYPE_CHECKING:
-    from tau_models.pi0 import PiModel
+from tau_models.config import PiConfig, config_from_lerobot, merge_overrides
+from tau_models.pi0 import EXPERT_SIDE, PiModel
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +44,6 @@ PREFIX_RULES: list[tuple[str, str]] = [
 LM_HEAD_KEYS = (_PG + "lm_head.weight", _PG + "language_model.lm_head.weight")
 EMBED_KEY = "backbone.language_model.embed_tokens.weight"
 IGNORED_KEYS = ("model.paligemma_with_expert.gemma_expert.lm_head.weight",)
-TOP_LEVEL = (
-    "action_in_proj",
-    "action_out_proj",
-    "time_mlp_in",
-    "time_mlp_out",
-    "state_proj",
-    "action_time_mlp_in",
-    "action_time_mlp_out",
-)
 
 
 @dataclass
@@ -114,7 +103,7 @@ def map_foreign_state_dict(
             short = name[len("model.") :]
             if variant == "pi05" and short.startswith("action_time_mlp_"):
                 short = short.replace("action_time_mlp_", "time_mlp_", 1)  # OpenTau's legacy pi05 names
-            if short.split(".")[0] in TOP_LEVEL:
+            if short.split(".")[0] in EXPERT_SIDE:
                 target = short
         if target is None:
             unexpected.append(key)
@@ -243,30 +232,41 @@ def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
             os.remove(tmp)
 
 
+def saved_config(folder: Path, raw: dict[str, Any], vision_num_heads: int | None = None) -> PiConfig:
+    """The PiConfig a checkpoint folder was saved with: a tau config.json, or a LeRobot / OpenTau config.json read
+    with the tensor shapes (vision_num_heads: SigLIP's head count, which no shape shows)."""
+    source = folder / CONFIG_FILE
+    if raw.get("model_type") == "tau_pi":
+        config = PiConfig.from_dict(raw)
+        if vision_num_heads is not None and vision_num_heads != config.vision.num_heads:
+            raise ValueError(
+                f"{source}: vision_num_heads={vision_num_heads} changes the architecture of the checkpoint "
+                f"(saved {config.vision.num_heads})"
+            )
+        return config
+    if raw.get("type") in ("pi05", "pi0"):
+        return config_from_lerobot(folder, vision_num_heads)
+    raise ValueError(
+        f"{source}: neither a tau ('model_type': 'tau_pi') nor a LeRobot/OpenTau ('type': 'pi05'/'pi0') config"
+    )
+
+
 def load_pi_checkpoint(
-    path_or_hub_id: str | Path, config: PiConfig | None = None, strict: bool = False, **config_overrides: Any
+    path_or_hub_id: str | Path, *, strict: bool = True, vision_num_heads: int | None = None, **overrides: Any
 ) -> tuple[PiModel, LoadReport]:
     """Build a PiModel from a tau, LeRobot or OpenTau checkpoint; returns the model and its LoadReport.
 
-    The config comes from (in order) the config argument, a tau config.json, or the LeRobot/OpenTau config.json
-    plus tensor shapes (config_overrides go to config_from_lerobot, e.g. vision_num_heads, tokenizer_name).
+    The saved config is read first, the overrides (PiConfig runtime fields: dropout, dtype, gradient_checkpointing,
+    num_inference_steps, tokenizer and loss settings, ...) are merged into it, an override that would change the
+    architecture is refused naming the field, and only then is the model built, so every override takes effect.
+    strict (default): any missing or unexpected key is an error naming the keys; strict=False logs them and
+    keeps freshly initialised values for the missing ones.
     """
-    from tau_models.pi0 import PiModel
-
     folder = resolve_folder(path_or_hub_id)
     raw = resolve_bundled_tokenizer(read_config_json(folder), folder)
     state = read_weights(folder)
     layout = detect_layout(list(state))
-    if config is None:
-        if raw.get("model_type") == "tau_pi":
-            config = PiConfig.from_dict({**raw, **config_overrides})
-        elif raw.get("type") in ("pi05", "pi0"):
-            config = config_from_lerobot(folder, **config_overrides)
-        else:
-            raise ValueError(
-                f"{folder / CONFIG_FILE}: neither a tau ('model_type': 'tau_pi') nor a LeRobot/OpenTau "
-                f"('type': 'pi05'/'pi0') config"
-            )
+    config = merge_overrides(saved_config(folder, raw, vision_num_heads), overrides, str(folder / CONFIG_FILE))
     with torch.device("meta"):  # no memory for weights that the checkpoint replaces anyway
         model = PiModel(config)
     source = str(folder / WEIGHTS_FILE)
@@ -282,7 +282,8 @@ def load_pi_checkpoint(
 
 
 def from_pretrained(
-    path_or_hub_id: str | Path, config: PiConfig | None = None, strict: bool = False, **config_overrides: Any
+    path_or_hub_id: str | Path, *, strict: bool = True, vision_num_heads: int | None = None, **overrides: Any
 ) -> PiModel:
-    """PiModel from a folder or hub id (tau, LeRobot or OpenTau layout); the load report is logged."""
-    return load_pi_checkpoint(path_or_hub_id, config, strict, **config_overrides)[0]
+    """PiModel from a folder or hub id (tau, LeRobot or OpenTau layout) with runtime overrides, loaded strictly by
+    default (see load_pi_checkpoint); the load report is logged."""
+    return load_pi_checkpoint(path_or_hub_id, strict=strict, vision_num_heads=vision_num_heads, **overrides)[0]

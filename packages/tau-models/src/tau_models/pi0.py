@@ -9,6 +9,7 @@ same computation as one joint pass; it is also what makes knowledge insulation a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,18 @@ from tau_models.gemma import AdaRMSNorm, GemmaTower, KVCache, additive_mask
 from tau_models.images import resize_with_pad, to_model_range
 from tau_models.sample import UNCOND_PREFIX, batch_tokens, trim_token_padding
 from tau_models.tokenizer import EOS_ID, FAST, PAD_ID, PROMPT, RESPONSE
+
+
+# Modules of the action-expert side besides the expert tower (those the variant has).
+EXPERT_SIDE = (
+    "action_in_proj",
+    "action_out_proj",
+    "time_mlp_in",
+    "time_mlp_out",
+    "state_proj",
+    "action_time_mlp_in",
+    "action_time_mlp_out",
+)
 
 
 @dataclass
@@ -81,40 +94,36 @@ class PiModel(nn.Module):
             self.state_proj = nn.Linear(cfg.max_state_dim, we)
             self.action_time_mlp_in = nn.Linear(2 * we, we)
             self.action_time_mlp_out = nn.Linear(we, we)
-        self.backbone.language_model.gradient_checkpointing = cfg.gradient_checkpointing
-        self.expert.gradient_checkpointing = cfg.gradient_checkpointing
         self._fast_tokenizer = fast_tokenizer
         self.apply(_init_weights)
         if cfg.dtype == "bfloat16":
             self.to(torch.bfloat16)
-        self._apply_freezing()
+        self._set_gradient_checkpointing(cfg.gradient_checkpointing)
 
     # ------------------------------------------------------------------ setup
-    def _frozen_modules(self) -> list[nn.Module]:
-        """Modules frozen by the config: the vision tower or the whole VLM, and/or the action expert side."""
-        cfg = self.config
-        frozen: list[nn.Module] = []
-        if cfg.train_expert_only:
-            frozen.append(self.backbone)
-        elif cfg.freeze_vision_encoder:
-            frozen.append(self.backbone.vision_tower)
-        if cfg.freeze_expert:
-            names = ["expert", "action_in_proj", "action_out_proj", "time_mlp_in", "time_mlp_out"]
-            if cfg.variant == "pi0":
-                names += ["state_proj", "action_time_mlp_in", "action_time_mlp_out"]
-            frozen += [getattr(self, n) for n in names if hasattr(self, n)]
-        return frozen
+    def module_groups(self) -> dict[str, list[str]]:
+        """Named parameter groups as parameter-name prefixes (a parameter belongs to a group when its name starts
+        with one of them), for tau-train's TrainConfig.freeze: "vision" (SigLIP tower + projector), "vlm" (the whole
+        PaliGemma backbone), "language_model", "expert" (action expert and its in/out/time/state projections)."""
+        own = [n for n in EXPERT_SIDE if hasattr(self, n)]
+        return {
+            "vision": ["backbone.vision_tower.", "backbone.projector."],
+            "vlm": ["backbone."],
+            "language_model": ["backbone.language_model."],
+            "expert": ["expert.", *(f"{n}." for n in own)],
+        }
 
-    def _apply_freezing(self) -> None:
-        for module in self._frozen_modules():
-            module.requires_grad_(False)
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each Gemma layer (VLM and expert) in the backward pass instead of keeping its activations."""
+        self._set_gradient_checkpointing(True)
 
-    def train(self, mode: bool = True) -> PiModel:
-        """Frozen parts stay in eval mode (no dropout) while the rest trains."""
-        super().train(mode)
-        for module in self._frozen_modules():
-            module.eval()
-        return self
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    def _set_gradient_checkpointing(self, on: bool) -> None:
+        self.backbone.language_model.gradient_checkpointing = on
+        self.expert.gradient_checkpointing = on
+        self.config = dataclasses.replace(self.config, gradient_checkpointing=on)
 
     @property
     def fast_tokenizer(self) -> FastTokenizer:
@@ -138,17 +147,12 @@ class PiModel(nn.Module):
         return save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path_or_hub_id: str | Path,
-        config: PiConfig | None = None,
-        strict: bool = False,
-        **config_overrides: Any,
-    ) -> PiModel:
-        """Load a tau, LeRobot or OpenTau checkpoint folder / hub id (see tau_models.checkpoint)."""
+    def from_pretrained(cls, path_or_hub_id: str | Path, *, strict: bool = True, **overrides: Any) -> PiModel:
+        """Load a tau, LeRobot or OpenTau checkpoint folder / hub id with runtime overrides (see
+        tau_models.checkpoint.from_pretrained)."""
         from tau_models.checkpoint import from_pretrained
 
-        return from_pretrained(path_or_hub_id, config, strict, **config_overrides)
+        return from_pretrained(path_or_hub_id, strict=strict, **overrides)
 
     # ------------------------------------------------------------------ inputs
     def prepare_images(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ from tau_models.config import (
     GemmaConfig,
     VisionConfig,
     gemma_2b,
+    merge_overrides,
     tiny_vision,
 )
 from tau_models.images import resize_with_pad, to_model_range
@@ -48,6 +49,10 @@ class ValueConfig:
     def __post_init__(self) -> None:
         if self.state_dim < 0:
             raise ValueError(f"ValueConfig.state_dim must be >= 0, got {self.state_dim}")
+
+    def architecture_fields(self) -> set[str]:
+        """Fields that decide the parameters or their shapes; the rest (dropout, dtype, tokenizer) are runtime."""
+        return {"vision", "vlm", "vocab_size", "num_bins", "state_dim"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": "tau_value", **dataclasses.asdict(self)}
@@ -115,6 +120,17 @@ class ValueModel(nn.Module):
                     nn.init.zeros_(module.bias)
         if config.dtype == "bfloat16":
             self.to(torch.bfloat16)
+
+    def module_groups(self) -> dict[str, list[str]]:
+        """Parameter-name prefixes of the groups tau-train's TrainConfig.freeze can name, as PiModel.module_groups:
+        "vision", "vlm", "language_model", and "head" (readout query, value head, state token)."""
+        head = ["value_query", "value_head."] + (["state_proj."] if self.state_proj is not None else [])
+        return {
+            "vision": ["backbone.vision_tower.", "backbone.projector."],
+            "vlm": ["backbone."],
+            "language_model": ["backbone.language_model."],
+            "head": head,
+        }
 
     @classmethod
     def from_policy(cls, policy: nn.Module, config: ValueConfig | None = None) -> ValueModel:
@@ -190,8 +206,9 @@ class ValueModel(nn.Module):
         return save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | Path, strict: bool = True) -> ValueModel:
-        """Load a value model saved by save_pretrained (folder or hub id)."""
+    def from_pretrained(cls, path_or_hub_id: str | Path, *, strict: bool = True, **overrides: Any) -> ValueModel:
+        """Load a value model saved by save_pretrained (folder or hub id); runtime overrides (dropout, dtype,
+        tokenizer fields) are merged into the saved config before the model is built, architecture ones refused."""
         from tau_models.checkpoint import (
             load_state,
             read_config_json,
@@ -206,6 +223,6 @@ class ValueModel(nn.Module):
             raise ValueError(
                 f"{folder}/config.json: model_type must be 'tau_value', got {raw.get('model_type')!r}"
             )
-        model = cls(ValueConfig.from_dict(raw))
+        model = cls(merge_overrides(ValueConfig.from_dict(raw), overrides, str(folder / "config.json")))
         load_state(model, read_weights(folder), "tau", str(folder), strict)
         return model
