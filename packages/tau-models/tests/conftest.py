@@ -39,6 +39,14 @@ def parity_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def pi0_parity_dir() -> Path:
+    path = shared_dir() / "parity" / "pi0_tiny_a"
+    if not path.is_dir():
+        raise RuntimeError(f"parity fixture missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(parity_dir: Path) -> str:
     """A PaliGemma-layout tokenizer (ids < 1024 for plain text), built offline and stored with the parity fixture."""
     return str(parity_dir / "tokenizer")

@@ -103,6 +103,8 @@ def map_foreign_state_dict(
             short = name[len("model.") :]
             if variant == "pi05" and short.startswith("action_time_mlp_"):
                 short = short.replace("action_time_mlp_", "time_mlp_", 1)  # OpenTau's legacy pi05 names
+            elif variant == "pi0" and short.startswith("time_mlp_"):
+                short = "action_" + short  # old pi0 checkpoints (LeRobot's loader renames them the same way)
             if short.split(".")[0] in EXPERT_SIDE:
                 target = short
         if target is None:
