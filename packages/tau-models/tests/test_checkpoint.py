@@ -88,7 +88,8 @@ def test_missing_keys_reported_and_strict(tmp_path, tokenizer_dir):
 
 
 def test_opentau_layout(tmp_path, parity_dir, tokenizer_dir):
-    """OpenTau: no token embedding (tied to lm_head), no expert lm_head, legacy time-MLP names, FAST heads, norm buffers."""
+    """OpenTau: no token embedding (tied to lm_head), no expert lm_head, legacy time-MLP names, a FAST head (found
+    from the weights), normalisation statistics (returned in the report)."""
     state = load_file(str(parity_dir / "checkpoint" / "model.safetensors"))
     embed = state.pop(PG + "model.language_model.embed_tokens.weight")
     state[PG + "lm_head.weight"] = embed.clone()
@@ -97,28 +98,28 @@ def test_opentau_layout(tmp_path, parity_dir, tokenizer_dir):
         for kind in ("weight", "bias"):
             state[f"model.action_time_mlp_{part}.{kind}"] = state.pop(f"model.time_mlp_{part}.{kind}")
     state["model.paligemma_with_expert.discrete_action_embedding.weight"] = torch.zeros(16, 256)
-    state["model.paligemma_with_expert.da_head.weight"] = torch.zeros(16, 256)
-    state["normalize_inputs.buffer_observation_state.mean"] = torch.zeros(8)
+    state["model.paligemma_with_expert.da_head.weight"] = torch.ones(16, 256)
+    state["model.paligemma_with_expert.da_head.bias"] = torch.ones(16)
+    state["normalize_inputs.buffer_observation_state.mean"] = torch.full((1, 8), 0.5)
     folder = tmp_path / "opentau"
     folder.mkdir()
     save_file(state, str(folder / "model.safetensors"))
     (folder / "config.json").write_text((parity_dir / "checkpoint" / "config.json").read_text())
 
-    model, report = load_pi_checkpoint(folder, strict=False, vision_num_heads=4, tokenizer_name=tokenizer_dir)
-    assert report.layout == "opentau" and report.missing == []
-    assert report.unexpected == sorted(
-        [
-            "model.paligemma_with_expert.da_head.weight",
-            "model.paligemma_with_expert.discrete_action_embedding.weight",
-            "normalize_inputs.buffer_observation_state.mean",
-        ]
-    )
+    model, report = load_pi_checkpoint(folder, vision_num_heads=4, tokenizer_name=tokenizer_dir)  # strict
+    assert report.layout == "opentau" and report.missing == [] and report.unexpected == []
+    assert list(report.normalization) == ["normalize_inputs.buffer_observation_state.mean"]
+    assert torch.equal(report.normalization["normalize_inputs.buffer_observation_state.mean"], torch.full((1, 8), 0.5))
+    assert model.config.fast_head == "separate" and model.config.fast_vocab_size == 16
+    assert torch.equal(model.fast_head.da_head.bias, torch.ones(16))
     assert torch.equal(model.backbone.language_model.embed_tokens.weight, embed)
 
     reference, _ = load_pi_checkpoint(
         parity_dir / "checkpoint", vision_num_heads=4, tokenizer_name=tokenizer_dir
     )
-    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("fast_head.")}
+    assert list(own) == list(reference.state_dict())
+    for (k, a), (_, b) in zip(own.items(), reference.state_dict().items()):
         assert torch.equal(a, b), k
 
 

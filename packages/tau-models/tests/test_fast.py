@@ -132,8 +132,12 @@ def test_fast_mode_sampling_decodes_chunks(fast_model):
     assert actions.shape == (2, 10, 32) and torch.isfinite(actions).all()
 
 
-def test_fast_overfits_and_decodes(fast_dir, tokenizer_dir):
-    """A few steps on one batch teach the VLM the FAST tokens; fast-mode sampling then decodes the chunk."""
+@pytest.mark.parametrize(
+    "head", [dict(), dict(fast_head="separate", fast_vocab_size=256, prompt_format="opentau")]
+)
+def test_fast_overfits_and_decodes(fast_dir, tokenizer_dir, head):
+    """A few steps on one batch teach the VLM the FAST tokens; fast-mode sampling then decodes the chunk (on the VLM
+    vocabulary ending at <eos>, or with OpenTau's separate head and marker, decoding fast_max_tokens ids)."""
     torch.manual_seed(0)
     cfg = tiny_pi05_config(
         tokenizer_name=tokenizer_dir,
@@ -142,6 +146,7 @@ def test_fast_overfits_and_decodes(fast_dir, tokenizer_dir):
         flow_loss_weight=0.0,
         dropout=0.0,
         fast_max_tokens=60,
+        **head,
     )
     model = PiModel(cfg)
     batch = make_batch(1)

@@ -40,7 +40,11 @@ PREFIX_RULES: list[tuple[str, str]] = [
     (_PG + "model.language_model.", "backbone.language_model."),
     (_PG + "language_model.model.", "backbone.language_model."),
     ("model.paligemma_with_expert.gemma_expert.model.", "expert."),
+    ("model.paligemma_with_expert.discrete_action_embedding.", "fast_head.discrete_action_embedding."),  # OpenTau
+    ("model.paligemma_with_expert.da_head.", "fast_head.da_head."),
 ]
+# OpenTau keeps its normalisation statistics in the checkpoint (normalize_inputs.buffer_state.mean, ...)
+NORMALIZATION_PREFIXES = ("normalize_", "unnormalize_")
 LM_HEAD_KEYS = (_PG + "lm_head.weight", _PG + "language_model.lm_head.weight")
 EMBED_KEY = "backbone.language_model.embed_tokens.weight"
 IGNORED_KEYS = ("model.paligemma_with_expert.gemma_expert.lm_head.weight",)
@@ -48,20 +52,26 @@ IGNORED_KEYS = ("model.paligemma_with_expert.gemma_expert.lm_head.weight",)
 
 @dataclass
 class LoadReport:
-    """What happened to each key when a checkpoint was loaded."""
+    """What happened to each key when a checkpoint was loaded.
+
+    normalization: statistics stored beside the weights (OpenTau: "normalize_inputs.buffer_state.mean", ...,
+    each (norm heads, D)), under their file names, for the policy layer to build its normaliser from.
+    """
 
     layout: str
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    normalization: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def log(self) -> None:
         logger.info(
-            "loaded %s checkpoint: %d missing, %d unexpected, %d ignored keys",
+            "loaded %s checkpoint: %d missing, %d unexpected, %d ignored keys, %d normalisation tensors",
             self.layout,
             len(self.missing),
             len(self.unexpected),
             len(self.ignored),
+            len(self.normalization),
         )
         if self.missing:
             logger.warning("missing keys (left at init): %s", self.missing)
@@ -84,12 +94,16 @@ def detect_layout(keys: list[str]) -> str:
 
 def map_foreign_state_dict(
     state: dict[str, torch.Tensor], variant: str
-) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """LeRobot / OpenTau names -> tau names. Returns (mapped, unexpected, ignored)."""
+) -> tuple[dict[str, torch.Tensor], list[str], list[str], dict[str, torch.Tensor]]:
+    """LeRobot / OpenTau names -> tau names. Returns (mapped, unexpected, ignored, normalization statistics)."""
     mapped: dict[str, torch.Tensor] = {}
     unexpected, ignored = [], []
+    normalization: dict[str, torch.Tensor] = {}
     lm_head = None
     for key, value in state.items():
+        if key.startswith(NORMALIZATION_PREFIXES):
+            normalization[key] = value
+            continue
         name = "model." + key if key.startswith("paligemma_with_expert.") else key
         if name in IGNORED_KEYS:
             ignored.append(key)
@@ -114,7 +128,7 @@ def map_foreign_state_dict(
     if EMBED_KEY not in mapped and lm_head is not None:
         logger.info("token embedding missing: using the tied PaliGemma lm_head weight")
         mapped[EMBED_KEY] = lm_head
-    return mapped, unexpected, ignored
+    return mapped, unexpected, ignored, normalization
 
 
 def check_state(
@@ -124,7 +138,9 @@ def check_state(
     values be finite. Returns the tensors to load and the report; nothing is loaded."""
     report = LoadReport(layout=layout)
     if layout != "tau":
-        state, report.unexpected, report.ignored = map_foreign_state_dict(state, model.config.variant)
+        state, report.unexpected, report.ignored, report.normalization = map_foreign_state_dict(
+            state, model.config.variant
+        )
     own = model.state_dict()
     for key, value in state.items():
         if key not in own:

@@ -82,6 +82,10 @@ class PiConfig:
     # prompt tokenizer (hub id or local directory) and the maximum prompt length in tokens
     tokenizer_name: str = PALIGEMMA_TOKENIZER
     tokenizer_max_length: int = 200
+    # "lerobot": "Task: {cleaned task}, State: {bins};\nAction: " (openpi / LeRobot); "opentau": "Task: {task},
+    # State: {bins of the state clamped to [-1, 1]};\n", then "Action: " as a causal marker block before the FAST
+    # tokens that the action expert does not see (OpenTau's pi0.5)
+    prompt_format: Literal["lerobot", "opentau"] = "lerobot"
     # flow matching
     time_beta_alpha: float = 1.5
     time_beta_beta: float = 1.0
@@ -92,7 +96,11 @@ class PiConfig:
     # regularisation and gradient routing (what trains at all is tau-train's TrainConfig.freeze)
     dropout: float = 0.1
     knowledge_insulation: bool = False
-    # FAST discrete actions: tokenizer directory (or hub id), token budget and loss weights
+    # FAST discrete actions: tokenizer directory (or hub id), token budget and loss weights. fast_head "vlm_vocab"
+    # (openpi): FAST ids on the VLM vocabulary's tail, tied embedding / LM head, ending with <eos>; "separate"
+    # (OpenTau): an own embedding and linear head over fast_vocab_size ids, no <eos>
+    fast_head: Literal["vlm_vocab", "separate"] = "vlm_vocab"
+    fast_vocab_size: int = 0
     fast_tokenizer_path: str | None = None
     fast_max_tokens: int = 64
     fast_skip_tokens: int = 128
@@ -120,6 +128,12 @@ class PiConfig:
             )
         if self.fast_loss_weight > 0 and self.fast_tokenizer_path is None:
             raise ValueError("fast_loss_weight > 0 needs fast_tokenizer_path")
+        if self.fast_head not in ("vlm_vocab", "separate"):
+            raise ValueError(f"fast_head must be 'vlm_vocab' or 'separate', got {self.fast_head!r}")
+        if self.fast_head == "separate" and self.fast_vocab_size <= 0:
+            raise ValueError("fast_head='separate' needs fast_vocab_size > 0 (the FAST tokenizer's vocabulary)")
+        if self.prompt_format not in ("lerobot", "opentau"):
+            raise ValueError(f"prompt_format must be 'lerobot' or 'opentau', got {self.prompt_format!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -130,9 +144,11 @@ class PiConfig:
     def architecture_fields(self) -> set[str]:
         """Fields that decide which parameters exist or their shapes (or how the towers compute over them): a
         checkpoint's weights mean nothing under other values. Every other field is a runtime setting."""
-        fields = {"variant", "vision", "vlm", "expert", "vocab_size", "state_mode", "max_action_dim"}
+        fields = {"variant", "vision", "vlm", "expert", "vocab_size", "state_mode", "max_action_dim", "fast_head"}
         if self.variant == "pi0" or self.state_mode == "continuous":
             fields.add("max_state_dim")  # the state projection's input width
+        if self.fast_head == "separate":
+            fields.add("fast_vocab_size")  # the FAST embedding / head sizes
         return fields
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,6 +236,34 @@ def tiny_pi0_config(**overrides: Any) -> PiConfig:
 
 def _lerobot_expert_is_adarms(keys: set[str]) -> bool:
     return any(k.endswith("input_layernorm.dense.weight") and "gemma_expert" in k for k in keys)
+
+
+OPENTAU_FAST_HEAD = "model.paligemma_with_expert.da_head.weight"
+
+
+def _opentau_fields(lr: dict[str, Any], shapes: dict[str, tuple[int, ...]], folder: Path) -> dict[str, Any]:
+    """PiConfig fields of OpenTau's pi0.5: its prompt layout when config.json is OpenTau's, and its FAST branch
+    when the weights hold one (separate embedding + da_head; the tokenizer path resolved as OpenTau does, from the
+    working directory, or beside the checkpoint folder)."""
+    fields: dict[str, Any] = {}
+    if "opentau_version" in lr:
+        if lr.get("state_type", "discrete") != "discrete":
+            raise ValueError(f"{folder / 'config.json'}: OpenTau's continuous state layout is not supported")
+        fields["prompt_format"] = "opentau"
+    if OPENTAU_FAST_HEAD in shapes:
+        path = str(lr.get("discrete_action_tokenizer_path") or "physical-intelligence/fast")
+        for candidate in (Path(path), folder.parent / path):
+            if candidate.is_dir():
+                path = str(candidate)
+                break
+        fields.update(
+            fast_head="separate",
+            fast_vocab_size=shapes[OPENTAU_FAST_HEAD][0],
+            fast_tokenizer_path=path,
+            fast_max_tokens=int(lr.get("discrete_action_max_length", 32)),
+            fast_loss_weight=1.0,  # OpenTau trains the FAST cross-entropy beside the flow loss
+        )
+    return fields
 
 
 def config_from_lerobot(
@@ -320,5 +364,6 @@ def config_from_lerobot(
         knowledge_insulation=bool(lr.get("knowledge_insulation", False)),
         dtype="bfloat16" if lr.get("dtype") == "bfloat16" else "float32",
     )
+    base.update(_opentau_fields(lr, shapes, folder))
     _drop_training_flags(dict(lr), str(cfg_path))
     return merge_overrides(PiConfig(**base), overrides, str(cfg_path))

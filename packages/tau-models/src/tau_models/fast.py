@@ -17,6 +17,8 @@ import numpy as np
 from scipy.fft import dct, idct
 from tokenizers import Tokenizer, decoders, models, trainers
 
+from tau_models.config import PiConfig
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "processor_config.json"
@@ -40,11 +42,18 @@ def fast_vlm_ids(ids: Sequence[int], vocab_size: int, skip_tokens: int) -> list[
     return [top - int(i) for i in ids]
 
 
-def check_fast_fits(fast: FastTokenizer, vocab_size: int, skip_tokens: int) -> FastTokenizer:
-    """The tokenizer, after checking that its ids (plus the skipped top tokens) fit in the VLM vocabulary."""
-    if fast.vocab_size + skip_tokens + 1 >= vocab_size:
+def check_fast_fits(fast: FastTokenizer, config: PiConfig) -> FastTokenizer:
+    """The tokenizer, after checking that its ids fit the model's FAST head: the VLM vocabulary (plus the skipped
+    top tokens) for fast_head "vlm_vocab", the separate head's fast_vocab_size for "separate"."""
+    if config.fast_head == "separate":
+        if fast.vocab_size > config.fast_vocab_size:
+            raise ValueError(
+                f"FAST vocab {fast.vocab_size} does not fit the separate FAST head of {config.fast_vocab_size} ids"
+            )
+    elif fast.vocab_size + config.fast_skip_tokens + 1 >= config.vocab_size:
         raise ValueError(
-            f"FAST vocab {fast.vocab_size} + skip {skip_tokens} does not fit in the VLM vocabulary of {vocab_size}"
+            f"FAST vocab {fast.vocab_size} + skip {config.fast_skip_tokens} does not fit in the VLM vocabulary "
+            f"of {config.vocab_size}"
         )
     return fast
 

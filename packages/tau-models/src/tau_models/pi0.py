@@ -22,7 +22,8 @@ from torch import nn
 from tau_models.attention_masks import suffix_attention
 from tau_models.backbone import PaliGemmaBackbone
 from tau_models.config import PiConfig
-from tau_models.fast import FastTokenizer, check_fast_fits, fast_vlm_ids
+from tau_models.decoding import append_tokens, decode_fast, greedy_decode
+from tau_models.fast import FastTokenizer, check_fast_fits
 from tau_models.flow import (
     action_loss_mask,
     guided_velocity,
@@ -34,7 +35,7 @@ from tau_models.flow import (
 from tau_models.gemma import AdaRMSNorm, GemmaTower, KVCache, additive_mask
 from tau_models.images import resize_with_pad, to_model_range
 from tau_models.sample import UNCOND_PREFIX, batch_tokens, trim_token_padding
-from tau_models.tokenizer import EOS_ID, FAST, PAD_ID, PROMPT, RESPONSE
+from tau_models.tokenizer import EOS_ID, FAST, MARKER, PROMPT, RESPONSE
 
 
 # Modules of the action-expert side besides the expert tower (those the variant has).
@@ -65,12 +66,12 @@ class Prefix:
 
     @property
     def visible(self) -> torch.Tensor:
-        """Real tokens the action expert may attend to: everything but FAST tokens."""
-        return self.pad & (self.kind != FAST)
+        """Real tokens the action expert may attend to: everything but FAST tokens and their marker."""
+        return self.pad & (self.kind != FAST) & (self.kind != MARKER)
 
     def without_fast(self) -> Prefix:
         """The prefix with its FAST tokens (the target actions of a training sample) masked out, for inference."""
-        return Prefix(embs=self.embs, pad=self.visible, kind=self.kind, tokens=self.tokens)
+        return Prefix(embs=self.embs, pad=self.pad & (self.kind != FAST), kind=self.kind, tokens=self.tokens)
 
 
 class PiModel(nn.Module):
@@ -94,6 +95,8 @@ class PiModel(nn.Module):
             self.state_proj = nn.Linear(cfg.max_state_dim, we)
             self.action_time_mlp_in = nn.Linear(2 * we, we)
             self.action_time_mlp_out = nn.Linear(we, we)
+        if cfg.fast_head == "separate":
+            self.fast_head = SeparateFastHead(cfg.fast_vocab_size, cfg.vlm.width)
         self._fast_tokenizer = fast_tokenizer
         self.apply(_init_weights)
         if cfg.dtype == "bfloat16":
@@ -104,11 +107,12 @@ class PiModel(nn.Module):
     def module_groups(self) -> dict[str, list[str]]:
         """Named parameter groups as parameter-name prefixes (a parameter belongs to a group when its name starts
         with one of them), for tau-train's TrainConfig.freeze: "vision" (SigLIP tower + projector), "vlm" (the whole
-        PaliGemma backbone), "language_model", "expert" (action expert and its in/out/time/state projections)."""
+        PaliGemma backbone, with a separate FAST head), "language_model", "expert" (action expert and its
+        in/out/time/state projections)."""
         own = [n for n in EXPERT_SIDE if hasattr(self, n)]
         return {
             "vision": ["backbone.vision_tower.", "backbone.projector."],
-            "vlm": ["backbone."],
+            "vlm": ["backbone.", *(["fast_head."] if hasattr(self, "fast_head") else [])],
             "language_model": ["backbone.language_model."],
             "expert": ["expert.", *(f"{n}." for n in own)],
         }
@@ -134,7 +138,7 @@ class PiModel(nn.Module):
                     "FAST is used but config.fast_tokenizer_path is not set and no tokenizer was given"
                 )
             self._fast_tokenizer = FastTokenizer.load(self.config.fast_tokenizer_path)
-        return check_fast_fits(self._fast_tokenizer, self.config.vocab_size, self.config.fast_skip_tokens)
+        return check_fast_fits(self._fast_tokenizer, self.config)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -184,7 +188,7 @@ class PiModel(nn.Module):
         if self.config.variant == "pi05" and self.config.state_mode == "continuous":
             parts.append(self.state_proj(state.to(self.dtype))[:, None])
             pads.append(torch.ones(b, 1, dtype=torch.bool, device=img.device))
-        parts.append(self.backbone.embed_tokens(tokens))
+        parts.append(self.embed_token_ids(tokens, token_kind))
         pads.append(token_pad.bool())
         embs, pad = torch.cat(parts, dim=1), torch.cat(pads, dim=1)
         kind = torch.full_like(pad, PROMPT, dtype=torch.long)
@@ -220,6 +224,22 @@ class PiModel(nn.Module):
             None if state is None else state.to(dev),
         )
 
+    def embed_token_ids(self, tokens: torch.Tensor, kind: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings (text scaled by sqrt(width)); FAST ids through the separate FAST embedding when the
+        config has one (fast_head "separate")."""
+        embs = self.backbone.embed_tokens(tokens)
+        if self.config.fast_head != "separate" or kind is None:
+            return embs
+        fast = self.fast_head.embed(tokens.clamp(0, self.config.fast_vocab_size - 1))
+        return torch.where((kind == FAST)[..., None], fast.to(embs.dtype), embs)
+
+    def fast_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """FAST-token logits of VLM hidden states (before the final norm), through the FAST head of the config."""
+        if self.config.fast_head != "separate":
+            return self.backbone.logits(hidden)
+        normed, _ = self.backbone.language_model.norm(hidden)
+        return self.fast_head.logits(normed)
+
     def extend_prefix(self, prefix: Prefix, rows: list[list[int]], kind: int) -> Prefix:
         """The prefix with each row's new token ids (response or FAST) placed right after its real tokens."""
         n_tok = prefix.tokens.shape[1]
@@ -228,7 +248,7 @@ class PiModel(nn.Module):
         )
         head_pad = prefix.pad[:, :-n_tok]
         return Prefix(
-            embs=torch.cat([prefix.embs[:, :-n_tok], self.backbone.embed_tokens(tokens)], dim=1),
+            embs=torch.cat([prefix.embs[:, :-n_tok], self.embed_token_ids(tokens, kinds)], dim=1),
             pad=torch.cat([head_pad, pad], dim=1),
             kind=torch.cat([torch.full_like(head_pad, PROMPT, dtype=torch.long), kinds], dim=1),
             tokens=tokens,
@@ -346,7 +366,8 @@ class PiModel(nn.Module):
         ids = torch.zeros(prefix.pad.shape, dtype=torch.long, device=hidden.device)
         ids[:, prefix.pad.shape[1] - prefix.tokens.shape[1] :] = prefix.tokens
         targets_mask = (prefix.kind[:, 1:] == kind) & prefix.pad[:, 1:]
-        logits = self.backbone.logits(hidden[:, :-1][targets_mask]).float()
+        score = self.fast_logits if kind == FAST else self.backbone.logits
+        logits = score(hidden[:, :-1][targets_mask]).float()
         if logits.shape[0] == 0:  # no token of this kind in the batch (e.g. no sample has a response)
             return hidden.sum() * 0.0
         return F.cross_entropy(logits, ids[:, 1:][targets_mask])
@@ -380,7 +401,7 @@ class PiModel(nn.Module):
             raise ValueError("guidance_weight needs a model trained with advantage_conditioning=True")
         prefix = self.prefix_from_batch(batch, guidance=guided).without_fast()
         if predict_response:
-            rows = [[*ids, EOS_ID] for ids in self.generate_tokens(prefix, cfg.response_max_tokens)]
+            rows = [[*ids, EOS_ID] for ids in self._decode_responses(prefix)]
             prefix = self.extend_prefix(prefix, rows, RESPONSE)
         state = batch["state"].float().to(prefix.embs.device)
         if guided:
@@ -414,63 +435,19 @@ class PiModel(nn.Module):
 
     @torch.no_grad()
     def generate_fast_tokens(self, prefix: Prefix) -> list[list[int]]:
-        """Greedy KV-cached decoding of FAST tokens; only FAST-range ids and <eos> can be chosen. Returns FAST ids."""
-        cfg = self.config
-        top = cfg.vocab_size - 1 - cfg.fast_skip_tokens
-        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=prefix.embs.device)
-        allowed[top - self.fast_tokenizer.vocab_size + 1 : top + 1] = True
-        allowed[EOS_ID] = True
-        seqs = self.generate_tokens(prefix, cfg.fast_max_tokens, allowed)
-        return [fast_vlm_ids(seq, cfg.vocab_size, cfg.fast_skip_tokens) for seq in seqs]
+        """Greedy KV-cached decoding of FAST tokens after the prefix (see decoding.decode_fast). Returns FAST ids."""
+        return decode_fast(self, prefix)
 
     @torch.no_grad()
     def generate_responses(self, batch: dict[str, Any]) -> list[list[int]]:
         """Greedy KV-cached decoding of the response / subtask text after the prompt; token ids without <eos>
         (SampleTokenizer.prompt_tokenizer.decode turns them into text)."""
-        prefix = self.prefix_from_batch(batch).without_fast()
-        return self.generate_tokens(prefix, self.config.response_max_tokens)
+        return self._decode_responses(self.prefix_from_batch(batch).without_fast())
 
-    @torch.no_grad()
-    def generate_tokens(
-        self, prefix: Prefix, max_tokens: int, allowed: torch.Tensor | None = None
-    ) -> list[list[int]]:
-        """Greedy autoregressive decoding over the VLM after the prefix, reusing a growing KV cache.
-
-        Stops at <eos> (not returned) or after max_tokens; allowed (vocab,) bool restricts the choices.
-        """
-        lm = self.backbone.language_model
-        hidden, cache = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags)
-        b, n_tok = prefix.pad.shape
-        dev = hidden.device
-        last = (prefix.pad.long() * torch.arange(n_tok, device=dev)).argmax(dim=1)
-        logits = self.backbone.logits(hidden[torch.arange(b, device=dev), last])
-        keys_pad = prefix.pad
-        position = prefix.pad.sum(dim=1)
-        finished = torch.zeros(b, dtype=torch.bool, device=dev)
-        generated: list[torch.Tensor] = []
-        for _ in range(max_tokens):
-            scores = (
-                logits.float() if allowed is None else logits.float().masked_fill(~allowed, float("-inf"))
-            )
-            token = torch.where(
-                finished, torch.full_like(finished, EOS_ID, dtype=torch.long), scores.argmax(dim=-1)
-            )
-            generated.append(token)
-            finished |= token == EOS_ID
-            if finished.all():
-                break
-            keys_pad = torch.cat([keys_pad, torch.ones(b, 1, dtype=torch.bool, device=dev)], dim=1)
-            mask = additive_mask(keys_pad[:, None, :], hidden.dtype)
-            h, new_kv = lm(
-                self.backbone.embed_tokens(token[:, None]), position[:, None], mask, kv_prefix=cache
-            )
-            cache = [
-                (torch.cat([k0, k1], dim=2), torch.cat([v0, v1], dim=2))
-                for (k0, v0), (k1, v1) in zip(cache, new_kv)
-            ]
-            position = position + 1
-            logits = self.backbone.logits(h[:, 0])
-        return [_until_eos(seq) for seq in torch.stack(generated, dim=1).tolist()]
+    def _decode_responses(self, prefix: Prefix) -> list[list[int]]:
+        return greedy_decode(
+            self, prefix, self.config.response_max_tokens, self.backbone.logits, self.backbone.embed_tokens
+        )
 
 
 def _check_finite(tensor: torch.Tensor, name: str) -> None:
@@ -489,33 +466,33 @@ def _require(batch: dict[str, Any], keys: tuple[str, ...]) -> None:
         )
 
 
-def _until_eos(seq: list[int]) -> list[int]:
-    return seq[: seq.index(EOS_ID)] if EOS_ID in seq else seq
+class SeparateFastHead(nn.Module):
+    """OpenTau's FAST branch: an own embedding of the FAST ids (not scaled by sqrt(width); id 0 is padding) and a
+    linear head scoring them from the VLM's final-norm output, computed in float32."""
 
+    def __init__(self, fast_vocab_size: int, width: int) -> None:
+        super().__init__()
+        self.discrete_action_embedding = nn.Embedding(fast_vocab_size, width, padding_idx=0)
+        self.da_head = nn.Linear(width, fast_vocab_size)
 
-def append_tokens(
-    tokens: torch.Tensor, pad: torch.Tensor, kind: torch.Tensor, rows: list[list[int]], segment: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded token ids (B, L) with each row's new ids written right after its real tokens (width grows as
-    needed); returns ids, pad mask and segment kinds."""
-    lengths = pad.sum(dim=1).tolist()
-    width = max([tokens.shape[1], *(n + len(r) for n, r in zip(lengths, rows))])
-    extra = width - tokens.shape[1]
-    out = F.pad(tokens, (0, extra), value=PAD_ID)
-    new_pad, new_kind = F.pad(pad, (0, extra), value=False), F.pad(kind, (0, extra), value=PROMPT)
-    for i, (n, row) in enumerate(zip(lengths, rows)):
-        if row:
-            out[i, n : n + len(row)] = torch.tensor(row, dtype=out.dtype, device=out.device)
-            new_pad[i, n : n + len(row)] = True
-            new_kind[i, n : n + len(row)] = segment
-    return out, new_pad, new_kind
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.discrete_action_embedding(ids)
+
+    def logits(self, normed: torch.Tensor) -> torch.Tensor:
+        return F.linear(normed.float(), self.da_head.weight.float(), self.da_head.bias.float())
 
 
 def _init_weights(module: nn.Module) -> None:
-    """Small normal init for linear/embedding weights, identity adaRMS modulation (checkpoints overwrite both)."""
+    """Small normal init for linear/embedding weights, identity adaRMS modulation, the separate FAST embedding as
+    OpenTau starts it (checkpoints overwrite all of it)."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
     if isinstance(module, AdaRMSNorm):
         module.reset_modulation()
+    if isinstance(module, SeparateFastHead):  # unscaled embedding: PyTorch's (and OpenTau's) unit normal init
+        embedding = module.discrete_action_embedding
+        nn.init.normal_(embedding.weight)
+        with torch.no_grad():
+            embedding.weight[embedding.padding_idx].zero_()

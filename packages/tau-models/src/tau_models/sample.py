@@ -29,12 +29,14 @@ class Sample(TypedDict):
     state_dim: torch.Tensor  # int64 (): the real state size of this robot
     prompt: str  # the task instruction (the model's prompt text is built from it by the tokenize transform)
     actions: NotRequired[torch.Tensor]  # float32 (T, D_a): normalised action chunk, zero-padded (training only)
+    # the chunk FAST encodes when it is normalised apart from `actions` (OpenTau: MIN_MAX); default: `actions`
+    fast_actions: NotRequired[torch.Tensor]  # float32 (T, D_a)
     action_dim: NotRequired[torch.Tensor]  # int64 (): the real action size of this robot
     action_is_pad: NotRequired[torch.Tensor]  # bool (T,): chunk steps past the episode's end (no loss)
     dataset_index: NotRequired[torch.Tensor]  # int64 (): mixture member the frame came from (its norm head)
     tokens: NotRequired[torch.Tensor]  # int64 (L,): prompt (+ response) (+ FAST) token ids, right-padded with 0
     token_pad: NotRequired[torch.Tensor]  # bool (L,): True for real tokens
-    token_kind: NotRequired[torch.Tensor]  # int64 (L,): segment of each token: PROMPT 0, RESPONSE 1, FAST 2
+    token_kind: NotRequired[torch.Tensor]  # int64 (L,): segment of each token: PROMPT 0, RESPONSE 1, FAST 2, MARKER 3
     response: NotRequired[str]  # subtask / answer text trained with the response head (knowledge insulation)
     advantage_positive: NotRequired[torch.Tensor]  # bool (): RECAP's advantage label of the frame
     # classifier-free guidance (acting only): the same sample tokenized without the advantage line
@@ -53,6 +55,7 @@ class Batch(TypedDict):
     state_dim: torch.Tensor  # int64 (B,)
     prompt: list[str]
     actions: NotRequired[torch.Tensor]  # float32 (B, T, D_a)
+    fast_actions: NotRequired[torch.Tensor]  # float32 (B, T, D_a)
     action_dim: NotRequired[torch.Tensor]  # int64 (B,)
     action_is_pad: NotRequired[torch.Tensor]  # bool (B, T)
     dataset_index: NotRequired[torch.Tensor]  # int64 (B,)

@@ -3,7 +3,9 @@
 It runs where the samples are made, on the CPU: as the dataset transform in the loader workers (training) and in
 the acting adapter (inference), never inside the model's step. The ids have one fixed length per config, so torch's
 default collate stacks them; the model may drop columns that are padding in every row (exact, see
-`tau_models.sample.trim_token_padding`). Layout of one row: [<bos> prompt (truncated)] [response ids <eos>] [FAST ids <eos>] [pad ...].
+`tau_models.sample.trim_token_padding`). Layout of one row: [<bos> prompt (truncated)] [response ids <eos>] [marker] [FAST ids (<eos>)] [pad ...], the
+marker being OpenTau's "Action: " block (prompt_format "opentau" only) and <eos> ending FAST ids on the VLM
+vocabulary (fast_head "vlm_vocab"; a separate FAST head has raw FAST ids and no <eos>).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.utils.data import default_collate
 from tau_models.config import PiConfig
 from tau_models.fast import FastTokenizer, check_fast_fits, fast_vlm_ids
 from tau_models.tokenizer import (
+    ACTION_MARKER,
     EOS_ID,
     PromptTokenizer,
     discretize_state,
@@ -58,12 +61,13 @@ class SampleTokenizer:
 
     @property
     def length(self) -> int:
-        """The fixed token length: prompt budget (+ response budget) (+ FAST budget), as the config trains them."""
+        """The fixed token length: prompt budget (+ response budget) (+ marker) (+ FAST budget), as the config
+        trains them."""
         cfg = self.config
         length = cfg.tokenizer_max_length
         if self.is_policy:
             length += cfg.response_max_tokens if cfg.response_loss_weight > 0 else 0
-            length += cfg.fast_max_tokens if cfg.uses_fast else 0
+            length += len(self.marker_ids()) + (cfg.fast_max_tokens if cfg.uses_fast else 0)
         return length
 
     @property
@@ -79,7 +83,7 @@ class SampleTokenizer:
             if not self.is_policy or cfg.fast_tokenizer_path is None:
                 raise ValueError("FAST ids need config.fast_tokenizer_path (or a fast_tokenizer argument)")
             self._fast_tokenizer = FastTokenizer.load(cfg.fast_tokenizer_path)
-        return check_fast_fits(self._fast_tokenizer, cfg.vocab_size, cfg.fast_skip_tokens)
+        return check_fast_fits(self._fast_tokenizer, cfg)
 
     # ------------------------------------------------------------------ text
     def prompt_text(self, sample: Mapping[str, Any], advantage: bool | None = None) -> str:
@@ -100,8 +104,14 @@ class SampleTokenizer:
             state = torch.as_tensor(sample["state"])[:dim]
             if not torch.isfinite(state).all():
                 raise ValueError("sample['state'] contains NaN or inf")
-            bins = discretize_state(state, cfg.state_bins)
-        return format_prompt(task, bins, advantage, cfg.variant)
+            bins = discretize_state(state, cfg.state_bins, clamp=cfg.prompt_format == "opentau")
+        return format_prompt(task, bins, advantage, cfg.variant, cfg.prompt_format)
+
+    def marker_ids(self) -> list[int]:
+        """Ids of OpenTau's "Action: " marker block (prompt_format "opentau"), else []."""
+        if not self.is_policy or self.config.prompt_format != "opentau":
+            return []
+        return self.prompt_tokenizer.text_ids(ACTION_MARKER)
 
     def advantage_line(self, sample: Mapping[str, Any], advantage: Advantage, rng: Any) -> bool | None:
         """The advantage indicator to write: the given one, or ("label") the sample's label dropped with
@@ -137,28 +147,38 @@ class SampleTokenizer:
         return self.prompt_tokenizer.response_ids(sample["response"], cfg.response_max_tokens)
 
     def fast_ids(self, sample: Mapping[str, Any]) -> list[int]:
-        """FAST ids of the sample's (normalised, padded) action chunk on the VLM vocabulary tail, ending with <eos>;
-        [] without FAST training or without actions (acting)."""
+        """FAST ids of the sample's normalised, padded action chunk (sample['fast_actions'] if it has one, else
+        sample['actions']): on the VLM vocabulary tail ending with <eos> (fast_head "vlm_vocab"), or raw
+        (fast_head "separate"); [] without FAST training or without actions (acting)."""
         cfg = self.config
-        if not self.is_policy or not cfg.uses_fast or "actions" not in sample:
+        key = "fast_actions" if "fast_actions" in sample else "actions"
+        if not self.is_policy or not cfg.uses_fast or key not in sample:
             return []
-        actions = torch.as_tensor(sample["actions"]).detach().float()
+        actions = torch.as_tensor(sample[key]).detach().float()
         if actions.shape != (cfg.chunk_size, cfg.max_action_dim):
             raise ValueError(
-                f"sample['actions'] has shape {tuple(actions.shape)}, expected ({cfg.chunk_size}, {cfg.max_action_dim})"
+                f"sample['{key}'] has shape {tuple(actions.shape)}, expected ({cfg.chunk_size}, {cfg.max_action_dim})"
             )
         if not torch.isfinite(actions).all():
-            raise ValueError("sample['actions'] contains NaN or inf")
+            raise ValueError(f"sample['{key}'] contains NaN or inf")
         (ids,) = self.fast_tokenizer.encode(actions.cpu().numpy()[None])
-        if len(ids) + 1 > cfg.fast_max_tokens:
-            logger.warning("FAST sequence of %d tokens truncated to %d", len(ids) + 1, cfg.fast_max_tokens)
-        return fast_vlm_ids(ids, cfg.vocab_size, cfg.fast_skip_tokens)[: cfg.fast_max_tokens - 1] + [EOS_ID]
+        if cfg.fast_head == "separate":
+            ids, tail = list(ids), []
+        else:
+            ids, tail = fast_vlm_ids(ids, cfg.vocab_size, cfg.fast_skip_tokens), [EOS_ID]
+        if len(ids) + len(tail) > cfg.fast_max_tokens:
+            logger.warning("FAST sequence of %d tokens truncated to %d", len(ids) + len(tail), cfg.fast_max_tokens)
+        return ids[: cfg.fast_max_tokens - len(tail)] + tail
 
     # ------------------------------------------------------------------ transform
     def encode(self, sample: Mapping[str, Any], advantage: bool | None) -> dict[str, torch.Tensor]:
         """The three token tensors of one sample with the given advantage line (no dropout)."""
         tokens, pad, kind = self.prompt_tokenizer.encode(
-            self.prompt_text(sample, advantage), self.response_ids(sample), self.fast_ids(sample), self.length
+            self.prompt_text(sample, advantage),
+            self.response_ids(sample),
+            self.fast_ids(sample),
+            self.length,
+            self.marker_ids(),
         )
         return {"tokens": tokens, "token_pad": pad, "token_kind": kind}
 

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BOS_ID, EOS_ID, PAD_ID = 2, 1, 0
-# segment kinds of text tokens in the prefix
-PROMPT, RESPONSE, FAST = 0, 1, 2
+# segment kinds of text tokens in the prefix. MARKER: OpenTau's "Action: " before the FAST tokens (causal, hidden
+# from the action expert, never a loss target)
+PROMPT, RESPONSE, FAST, MARKER = 0, 1, 2, 3
+ACTION_MARKER = "Action: "
 
 
 def clean_task(task: str) -> str:
@@ -25,12 +27,15 @@ def clean_task(task: str) -> str:
     return task.strip().replace("_", " ").replace("\n", " ")
 
 
-def discretize_state(state: torch.Tensor | np.ndarray, num_bins: int = 256) -> list[int]:
+def discretize_state(state: torch.Tensor | np.ndarray, num_bins: int = 256, clamp: bool = False) -> list[int]:
     """Normalised state values in [-1, 1] -> bin indices, as np.digitize over num_bins equal bins, minus one.
 
     Like openpi/LeRobot there is no lower clamp: a value below -1 gives -1; values >= 1 - 2/num_bins give the top bin.
+    clamp: clip the values to [-1, 1] first (OpenTau), so a value below -1 gives 0.
     """
     values = np.asarray(torch.as_tensor(state).detach().float().cpu().numpy(), dtype=np.float64)
+    if clamp:
+        values = np.clip(values, -1.0, 1.0)
     edges = np.linspace(-1.0, 1.0, num_bins + 1)[:-1]
     return (np.digitize(values, bins=edges) - 1).astype(int).tolist()
 
@@ -43,19 +48,26 @@ def advantage_text(advantage: bool | None) -> str:
 
 
 def format_prompt(
-    task: str, state_bins: Sequence[int] | None = None, advantage: bool | None = None, variant: str = "pi05"
+    task: str,
+    state_bins: Sequence[int] | None = None,
+    advantage: bool | None = None,
+    variant: str = "pi05",
+    prompt_format: str = "lerobot",
 ) -> str:
     """The text prompt of one sample.
 
-    pi0.5: "Task: {cleaned task}, State: {bins};\\n[Advantage: positive;\\n]Action: " (openpi / LeRobot layout).
+    pi0.5: "Task: {cleaned task}, State: {bins};\\n[Advantage: positive;\\n]Action: " (openpi / LeRobot layout);
+    prompt_format "opentau": "Task: {task}, State: {bins};\\n[Advantage: positive;\\n]" (the task verbatim; the
+    "Action: " marker follows as its own block, see SampleTokenizer).
     pi0: "{task}\\n[Advantage: positive;\\n]", the task as given with a newline appended unless it ends with one
     (LeRobot's Pi0NewLineProcessor: no stripping, no underscore replacement).
     """
     if variant == "pi0":
         return f"{task if task.endswith(chr(10)) else task + chr(10)}{advantage_text(advantage)}"
-    task = clean_task(task)
     state = "" if state_bins is None else ", State: " + " ".join(str(int(b)) for b in state_bins)
-    return f"Task: {task}{state};\n{advantage_text(advantage)}Action: "
+    if prompt_format == "opentau":
+        return f"Task: {task}{state};\n{advantage_text(advantage)}"
+    return f"Task: {clean_task(task)}{state};\n{advantage_text(advantage)}{ACTION_MARKER}"
 
 
 def value_prompt(task: str) -> str:
@@ -102,11 +114,14 @@ class PromptTokenizer:
         """Ids of a response / subtask text (no <bos>), truncated, ending with <eos>; [] for an empty text."""
         if not text:
             return []
-        ids = self.hf(text, add_special_tokens=False)["input_ids"]
-        return [*ids[: max_tokens - 1], EOS_ID]
+        return [*self.text_ids(text)[: max_tokens - 1], EOS_ID]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
+
+    def text_ids(self, text: str) -> list[int]:
+        """Ids of a text piece without special tokens (e.g. the "Action: " marker)."""
+        return list(self.hf(text, add_special_tokens=False)["input_ids"])
 
     def encode(
         self,
@@ -114,18 +129,20 @@ class PromptTokenizer:
         response: Sequence[int] = (),
         fast: Sequence[int] = (),
         length: int | None = None,
+        marker: Sequence[int] = (),
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One prompt (truncated to max_length), then response ids, then FAST ids, right-padded with 0 to `length`.
+        """One prompt (truncated to max_length), then response ids, marker ids and FAST ids, right-padded with 0 to
+        `length`.
 
         Returns ids (L,), the pad mask (L,) (True on real tokens) and the segment kind (L,): PROMPT (bidirectional
-        block), RESPONSE or FAST (causal tokens). length defaults to the real length.
+        block), RESPONSE, MARKER or FAST (causal tokens). length defaults to the real length.
         """
         ids = self.token_ids(prompt)
         if len(ids) > self.max_length:
             logger.warning("prompt truncated from %d to %d tokens: %r", len(ids), self.max_length, prompt)
             ids = ids[: self.max_length]
-        row = [*ids, *response, *fast]
-        kinds = [PROMPT] * len(ids) + [RESPONSE] * len(response) + [FAST] * len(fast)
+        row = [*ids, *response, *marker, *fast]
+        kinds = [PROMPT] * len(ids) + [RESPONSE] * len(response) + [MARKER] * len(marker) + [FAST] * len(fast)
         length = len(row) if length is None else length
         if len(row) > length:
             raise ValueError(f"{len(row)} tokens do not fit the fixed token length {length}")
