@@ -1,6 +1,6 @@
 """tau-models CPU benchmark: pi0.5 train step (forward + backward + AdamW) and sample_actions (10 Euler steps).
 
-Single thread, fp32, batch 8. Reports the minimum process CPU-seconds over several repetitions (robust on a shared
+Single thread, fp32, batch 8, the batch tokenized once beforehand (as the loader workers do). Reports the minimum process CPU-seconds over several repetitions (robust on a shared
 machine), the wall time of that repetition, and the peak RSS. Two configs:
   parity  the LeRobot parity fixture's tiny pi0.5 (shared/parity/pi05_tiny_a: 2 cameras 56x56, chunk 10, vocab 1024)
   lerobot the config LeRobot 0.6.1 was measured at in shared/research/models.md section 2.3 (3 cameras 56x56,
@@ -83,6 +83,7 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 
 
 def bench(name: str, model: PiModel, batch: dict, steps: int, fused: bool) -> dict:
+    batch = tau_models.SampleTokenizer(model.config).tokenize_batch(batch)  # the loader workers' share, untimed
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2.5e-5, betas=(0.9, 0.95), fused=fused)
     model.train()

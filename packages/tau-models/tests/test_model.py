@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_batch, tokenize
+from conftest import layer_calls, make_batch, tokenize
 from tau_models import PiModel, SampleTokenizer, resize_with_pad, tiny_pi0_config, tiny_pi05_config
 from tau_models.flow import sample_time
 
@@ -194,21 +194,6 @@ def test_gradient_checkpointing_same_gradients(tokenizer_dir):
         model(batch, noise=noise, time=time)["loss"].backward()
         grads.append(model.backbone.language_model.layers[0].mlp.up_proj.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
-
-
-def layer_calls(model: PiModel, batch: dict) -> tuple[int, int]:
-    """How often the first VLM layer and the first expert layer start running in one forward + backward (a pre-hook:
-    the recomputation stops as soon as it has the saved tensors backward needs, before the layer returns)."""
-    counts = [0, 0]
-    layers = (model.backbone.language_model.layers[0], model.expert.layers[0])
-    hooks = [
-        layer.register_forward_pre_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
-        for i, layer in enumerate(layers)
-    ]
-    model(batch)["loss"].backward()
-    for hook in hooks:
-        hook.remove()
-    return counts[0], counts[1]
 
 
 def test_gradient_checkpointing_enable_recomputes_in_backward(model):

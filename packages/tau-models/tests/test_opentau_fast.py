@@ -17,13 +17,6 @@ EPS = 1e-6  # OpenTau's normalisation epsilon (config_version 1)
 
 
 @pytest.fixture(scope="module")
-def opentau_dir():
-    from conftest import shared_dir
-
-    return shared_dir() / "interop" / "opentau_pi05_fast_a"
-
-
-@pytest.fixture(scope="module")
 def fixture(opentau_dir):
     model, report = load_pi_checkpoint(
         opentau_dir / "checkpoint", vision_num_heads=2, tokenizer_name=str(opentau_dir / "tokenizer")

@@ -9,10 +9,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import make_batch, tokenize
+from conftest import layer_calls, make_batch, tokenize
 from safetensors.torch import load_file
 from tau_models import GemmaConfig, PiModel, SampleTokenizer, ValueModel, from_pretrained, tiny_value_config
-from test_model import layer_calls
 from test_parity import standard_batch
 
 
@@ -115,6 +114,7 @@ def test_loss_weight_overrides(load):
         (dict(state_mode="continuous"), "state_mode"),
         (dict(expert=GemmaConfig(width=64, depth=2, mlp_dim=256, head_dim=32)), "expert"),
         (dict(vision={"num_heads": 8}), "vision"),
+        (dict(fast_head="separate", fast_vocab_size=64), "fast_head"),
     ],
 )
 def test_architecture_overrides_are_refused(load, override, field):
