@@ -10,14 +10,9 @@ policy's camera count, L the token length, T the chunk size, D_s / D_a the padde
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import torch
-
-try:  # NotRequired is in typing from 3.11
-    from typing import NotRequired
-except ImportError:  # pragma: no cover - tau runs on 3.11
-    from typing_extensions import NotRequired
 
 
 class Sample(TypedDict):
