@@ -1,6 +1,6 @@
 """tau-models CPU benchmark: pi0.5 train step (forward + backward + AdamW) and sample_actions (10 Euler steps).
 
-Single thread, fp32, batch 8. Reports the minimum process CPU-seconds over several repetitions (robust on a shared
+Single thread, fp32, batch 8, the batch tokenized once beforehand (as the loader workers do). Reports the minimum process CPU-seconds over several repetitions (robust on a shared
 machine), the wall time of that repetition, and the peak RSS. Two configs:
   parity  the LeRobot parity fixture's tiny pi0.5 (shared/parity/pi05_tiny_a: 2 cameras 56x56, chunk 10, vocab 1024)
   lerobot the config LeRobot 0.6.1 was measured at in shared/research/models.md section 2.3 (3 cameras 56x56,
@@ -8,8 +8,13 @@ machine), the wall time of that repetition, and the peak RSS. Two configs:
   lerobot-v1024  the same with the VLM vocabulary cut to 1024 (also measured for LeRobot there).
 Each measurement runs in its own process. AdamW runs both as torch's default (a per-tensor loop on CPU) and fused=True.
 
+--train-step instead times only forward + backward of the tiny pi0.5 (2 cameras 56x56, chunk 10, batch 32, fp32,
+dropout 0), without and with the FAST loss, and, where tau_models has SampleTokenizer, the tokenization of that
+batch apart (the loader workers' share). It runs against any tau_models on PYTHONPATH, so the same command measures
+an older commit (e.g. PYTHONPATH=<old checkout>/packages/tau-models/src) whose model tokenized inside the step.
+
 Usage: python benchmarks/tau_models_bench.py [--config parity|lerobot|lerobot-v1024|all]
-           [--optimizer default|fused|both] [--steps 6] [--shared DIR]
+           [--optimizer default|fused|both] [--steps 6] [--shared DIR] [--train-step]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,8 +32,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tau_models import PiModel, config_from_lerobot, tiny_pi05_config  # noqa: E402
+import tau_models  # noqa: E402
+from tau_models import FastTokenizer, PiModel, config_from_lerobot, tiny_pi05_config  # noqa: E402
 
 TASKS = [
     "pick up the red block",
@@ -75,6 +83,7 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 
 
 def bench(name: str, model: PiModel, batch: dict, steps: int, fused: bool) -> dict:
+    batch = tau_models.SampleTokenizer(model.config).tokenize_batch(batch)  # the loader workers' share, untimed
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2.5e-5, betas=(0.9, 0.95), fused=fused)
     model.train()
@@ -96,6 +105,50 @@ def bench(name: str, model: PiModel, batch: dict, steps: int, fused: bool) -> di
         f"sample_actions(10) {infer_cpu:.3f} CPU-s ({infer_wall:.3f} s wall) | peak RSS {rss_gb:.2f} GB"
     )
     return {"train": train_cpu, "infer": infer_cpu, "rss": rss_gb}
+
+
+def smooth_actions(batch: int, chunk: int, action_dim: int, seed: int) -> torch.Tensor:
+    """Smooth action chunks in [-1, 1] zero-padded to 32 dims (FAST compresses them like real trajectories)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, chunk)[None, :, None]
+    shape = (batch, 1, action_dim)
+    waves = rng.uniform(0.2, 0.9, shape) * np.sin(
+        2 * np.pi * rng.uniform(0.2, 1.5, shape) * t + rng.uniform(0, 2 * np.pi, shape)
+    )
+    out = np.zeros((batch, chunk, 32), dtype=np.float32)
+    out[:, :, :action_dim] = waves
+    return torch.from_numpy(out)
+
+
+def train_step(parity: Path, steps: int) -> None:
+    """CPU-seconds of forward + backward (no optimizer) at batch 32, with the tokenization done where it happens."""
+    sample_tokenizer = getattr(tau_models, "SampleTokenizer", None)
+    where = "before the step (SampleTokenizer)" if sample_tokenizer else "inside forward"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tau_models from "
+          f"{Path(tau_models.__file__).parent}, tokenization {where}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        FastTokenizer.fit(smooth_actions(400, 10, 7, seed=1).numpy(), vocab_size=256).save(tmp)
+        for fast in (False, True):
+            extra = dict(fast_tokenizer_path=tmp, fast_loss_weight=1.0) if fast else {}
+            cfg = tiny_pi05_config(tokenizer_name=str(parity / "tokenizer"), dropout=0.0, **extra)
+            torch.manual_seed(0)
+            model = PiModel(cfg).train()
+            batch = make_batch(32, 2, 56, 10, 8, 7)
+            batch["actions"] = smooth_actions(32, 10, 7, seed=2)
+            note = ""
+            if sample_tokenizer is not None:
+                tokenizer = sample_tokenizer(cfg)
+                tok_cpu, _ = timed(lambda: tokenizer.tokenize_batch(batch), steps)
+                batch = tokenizer.tokenize_batch(batch)
+                note = f" | SampleTokenizer on the batch {tok_cpu:.3f} CPU-s (in the loader workers)"
+
+            def step() -> None:
+                model.zero_grad(set_to_none=True)
+                model(batch)["loss"].backward()
+
+            cpu, wall = timed(step, steps)
+            print(f"[train step, batch 32, {'flow + FAST' if fast else 'flow'}] forward+backward {cpu:.3f} CPU-s "
+                  f"({wall:.3f} s wall){note}", flush=True)
 
 
 CONFIGS = ("parity", "lerobot", "lerobot-v1024")
@@ -146,7 +199,12 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--shared", default=None)
+    parser.add_argument("--train-step", action="store_true", help="time forward + backward only (see above)")
     args = parser.parse_args()
+    if args.train_step:
+        torch.set_num_threads(1)
+        train_step(shared_dir(args.shared) / "parity" / "pi05_tiny_a", args.steps)
+        return
     if args.config == "all" or args.optimizer == "both":
         # one process per measurement, so that each peak RSS is its own
         configs = CONFIGS if args.config == "all" else (args.config,)

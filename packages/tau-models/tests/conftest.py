@@ -30,12 +30,27 @@ def shared_dir() -> Path:
     )
 
 
+def fixture_dir(*parts: str) -> Path:
+    """A folder of shared/ (e.g. "parity", "pi05_tiny_a"), with a clear error when it is missing."""
+    path = shared_dir().joinpath(*parts)
+    if not path.is_dir():
+        raise RuntimeError(f"shared fixture missing: {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    path = shared_dir() / "parity" / "pi05_tiny_a"
-    if not path.is_dir():
-        raise RuntimeError(f"parity fixture missing: {path}")
-    return path
+    return fixture_dir("parity", "pi05_tiny_a")
+
+
+@pytest.fixture(scope="session")
+def pi0_parity_dir() -> Path:
+    return fixture_dir("parity", "pi0_tiny_a")
+
+
+@pytest.fixture(scope="session")
+def opentau_dir() -> Path:
+    return fixture_dir("interop", "opentau_pi05_fast_a")
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +92,29 @@ def make_batch(
         "prompt": [tasks[i % len(tasks)] for i in range(batch_size)],
         "dataset_index": torch.zeros(batch_size, dtype=torch.long),
     }
+
+
+def tokenize(batch: dict, model_or_config, **kwargs) -> dict:
+    """The batch with the SampleTokenizer's ids, as a loader collates tokenized samples (kwargs go to the tokenizer)."""
+    from tau_models import SampleTokenizer
+
+    config = getattr(model_or_config, "config", model_or_config)
+    return SampleTokenizer(config).tokenize_batch(batch, **kwargs)
+
+
+def layer_calls(model, batch: dict) -> tuple[int, int]:
+    """How often the first VLM layer and the first expert layer start running in one forward + backward (a pre-hook:
+    the recomputation stops as soon as it has the saved tensors backward needs, before the layer returns)."""
+    counts = [0, 0]
+    layers = (model.backbone.language_model.layers[0], model.expert.layers[0])
+    hooks = [
+        layer.register_forward_pre_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
+        for i, layer in enumerate(layers)
+    ]
+    model(batch)["loss"].backward()
+    for hook in hooks:
+        hook.remove()
+    return counts[0], counts[1]
 
 
 def smooth_chunks(n: int, chunk: int = 10, max_dim: int = 32, real_dim: int = 7, seed: int = 0) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tau_models import PiModel, from_pretrained, load_pi_checkpoint, tiny_pi05_config
 
-from conftest import make_batch
+from conftest import make_batch, tokenize
 
 PG = "model.paligemma_with_expert.paligemma."
 
@@ -32,9 +32,9 @@ def test_round_trip(tmp_path, tokenizer_dir):
 def test_checkpoint_with_local_tokenizer_can_be_moved(tmp_path, tokenizer_dir):
     own_tokenizer = shutil.copytree(tokenizer_dir, tmp_path / "run" / "tok")
     model = PiModel(tiny_pi05_config(tokenizer_name=str(own_tokenizer))).eval()
-    batch = make_batch(2)
 
     def loss(policy: PiModel) -> torch.Tensor:
+        batch = tokenize(make_batch(2), policy)  # tokenized through the policy's own config
         torch.manual_seed(0)
         with torch.no_grad():
             return policy(batch)["loss"]
@@ -48,14 +48,15 @@ def test_checkpoint_with_local_tokenizer_can_be_moved(tmp_path, tokenizer_dir):
 
 def test_shape_mismatch_names_key_and_shapes(tmp_path, tokenizer_dir):
     PiModel(tiny_pi05_config(tokenizer_name=tokenizer_dir)).save_pretrained(tmp_path)
-    other = tiny_pi05_config(tokenizer_name=tokenizer_dir)
-    other.expert.mlp_dim = 256
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["expert"]["mlp_dim"] = 256  # a config.json that does not describe its weights
+    (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(
         ValueError,
         match=r"shape mismatch for expert\.layers\.0\.mlp\.\w+_proj\.weight: "
         r"checkpoint \((512, 128|128, 512)\) vs model \((256, 128|128, 256)\)",
     ):
-        from_pretrained(tmp_path, config=other)
+        from_pretrained(tmp_path)
 
 
 def test_missing_files_and_nan(tmp_path, tokenizer_dir):
@@ -80,14 +81,15 @@ def test_missing_keys_reported_and_strict(tmp_path, tokenizer_dir):
     del state["time_mlp_in.bias"]
     state["extra.weight"] = torch.zeros(2)
     save_file(state, str(tmp_path / "model.safetensors"))
-    _, report = load_pi_checkpoint(tmp_path)
+    _, report = load_pi_checkpoint(tmp_path, strict=False)
     assert report.missing == ["time_mlp_in.bias"] and report.unexpected == ["extra.weight"]
-    with pytest.raises(ValueError, match="strict"):
-        from_pretrained(tmp_path, strict=True)
+    with pytest.raises(ValueError, match=r"strict.*missing \['time_mlp_in.bias'\], unexpected \['extra.weight'\]"):
+        from_pretrained(tmp_path)  # strict by default
 
 
 def test_opentau_layout(tmp_path, parity_dir, tokenizer_dir):
-    """OpenTau: no token embedding (tied to lm_head), no expert lm_head, legacy time-MLP names, FAST heads, norm buffers."""
+    """OpenTau: no token embedding (tied to lm_head), no expert lm_head, legacy time-MLP names, a FAST head (found
+    from the weights), normalisation statistics (returned in the report)."""
     state = load_file(str(parity_dir / "checkpoint" / "model.safetensors"))
     embed = state.pop(PG + "model.language_model.embed_tokens.weight")
     state[PG + "lm_head.weight"] = embed.clone()
@@ -96,28 +98,28 @@ def test_opentau_layout(tmp_path, parity_dir, tokenizer_dir):
         for kind in ("weight", "bias"):
             state[f"model.action_time_mlp_{part}.{kind}"] = state.pop(f"model.time_mlp_{part}.{kind}")
     state["model.paligemma_with_expert.discrete_action_embedding.weight"] = torch.zeros(16, 256)
-    state["model.paligemma_with_expert.da_head.weight"] = torch.zeros(16, 256)
-    state["normalize_inputs.buffer_observation_state.mean"] = torch.zeros(8)
+    state["model.paligemma_with_expert.da_head.weight"] = torch.ones(16, 256)
+    state["model.paligemma_with_expert.da_head.bias"] = torch.ones(16)
+    state["normalize_inputs.buffer_observation_state.mean"] = torch.full((1, 8), 0.5)
     folder = tmp_path / "opentau"
     folder.mkdir()
     save_file(state, str(folder / "model.safetensors"))
     (folder / "config.json").write_text((parity_dir / "checkpoint" / "config.json").read_text())
 
-    model, report = load_pi_checkpoint(folder, vision_num_heads=4, tokenizer_name=tokenizer_dir)
-    assert report.layout == "opentau" and report.missing == []
-    assert report.unexpected == sorted(
-        [
-            "model.paligemma_with_expert.da_head.weight",
-            "model.paligemma_with_expert.discrete_action_embedding.weight",
-            "normalize_inputs.buffer_observation_state.mean",
-        ]
-    )
+    model, report = load_pi_checkpoint(folder, vision_num_heads=4, tokenizer_name=tokenizer_dir)  # strict
+    assert report.layout == "opentau" and report.missing == [] and report.unexpected == []
+    assert list(report.normalization) == ["normalize_inputs.buffer_observation_state.mean"]
+    assert torch.equal(report.normalization["normalize_inputs.buffer_observation_state.mean"], torch.full((1, 8), 0.5))
+    assert model.config.fast_head == "separate" and model.config.fast_vocab_size == 16
+    assert torch.equal(model.fast_head.da_head.bias, torch.ones(16))
     assert torch.equal(model.backbone.language_model.embed_tokens.weight, embed)
 
     reference, _ = load_pi_checkpoint(
         parity_dir / "checkpoint", vision_num_heads=4, tokenizer_name=tokenizer_dir
     )
-    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("fast_head.")}
+    assert list(own) == list(reference.state_dict())
+    for (k, a), (_, b) in zip(own.items(), reference.state_dict().items()):
         assert torch.equal(a, b), k
 
 

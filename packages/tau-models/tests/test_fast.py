@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_batch, smooth_chunks
+from conftest import make_batch, smooth_chunks, tokenize
 from scipy.fft import dct, idct
-from tau_models import FastTokenizer, PiModel, tiny_pi05_config
+from tau_models import FastTokenizer, PiModel, SampleTokenizer, tiny_pi05_config
+from tau_models.tokenizer import FAST
 
 
 def test_round_trip_is_exact_up_to_rounding(fast_dir):
@@ -68,7 +69,7 @@ def fast_model(fast_dir, tokenizer_dir):
 
 
 def test_fast_ce_beside_flow_loss(fast_model):
-    out = fast_model(make_batch(2))
+    out = fast_model(tokenize(make_batch(2), fast_model))
     assert set(out) >= {"loss", "flow_loss", "fast_loss"}
     torch.testing.assert_close(out["loss"], 0.5 * out["flow_loss"] + 1.0 * out["fast_loss"])
     # near-uniform logits at init: CE close to log(vocab)
@@ -79,8 +80,12 @@ def test_fast_ce_averages_over_real_tokens_only(fast_model):
     """Per-token mean over the batch == token-weighted mean of per-sample losses (padding never counts)."""
     batch = make_batch(2)
     batch["actions"][1] *= 0.1  # different FAST lengths for the two samples
-    ids = fast_model.fast_token_ids(batch["actions"])
+    tokenizer = SampleTokenizer(fast_model.config)
+    ids = [tokenizer.fast_ids({"actions": a}) for a in batch["actions"]]
     assert len(ids[0]) != len(ids[1])
+    batch = tokenizer.tokenize_batch(batch)
+    n_fast = [int(((k == FAST) & p).sum()) for k, p in zip(batch["token_kind"], batch["token_pad"])]
+    assert n_fast == [len(x) for x in ids]
     noise, time = torch.randn(2, 10, 32), torch.rand(2)
     with torch.no_grad():
         joint = fast_model(batch, noise=noise, time=time)["fast_loss"]
@@ -98,7 +103,7 @@ def test_kv_cached_decoding_equals_recomputation(fast_model):
     """Greedy decoding with the growing KV cache picks the same tokens as re-running the whole prefix each step."""
     model = fast_model.eval()
     model.config.fast_max_tokens = 12
-    batch = make_batch(2)
+    batch = tokenize({k: v for k, v in make_batch(2).items() if k != "actions"}, model)  # acting: no FAST ids
     prefix = model.prefix_from_batch(batch)
     cached = model.generate_fast_tokens(prefix)
     top = model.config.vocab_size - 1 - model.config.fast_skip_tokens
@@ -109,7 +114,7 @@ def test_kv_cached_decoding_equals_recomputation(fast_model):
         one = {k: (v[i : i + 1] if isinstance(v, torch.Tensor) else v[i : i + 1]) for k, v in batch.items()}
         seq: list[int] = []
         for _ in range(12):
-            p = model.prefix_from_batch(one, fast_ids=[seq] if seq else None)
+            p = model.extend_prefix(model.prefix_from_batch(one), [seq], FAST)
             with torch.no_grad():
                 hidden, _ = model.backbone.run_prefix(p.embs, p.pad, p.flags)
                 logits = model.backbone.logits(hidden[:, -1]).masked_fill(~allowed, float("-inf"))
@@ -123,12 +128,16 @@ def test_kv_cached_decoding_equals_recomputation(fast_model):
 def test_fast_mode_sampling_decodes_chunks(fast_model):
     model = fast_model.eval()
     model.config.fast_max_tokens = 8
-    actions = model.sample_actions(make_batch(2), mode="fast")
+    actions = model.sample_actions(tokenize(make_batch(2), model), mode="fast")
     assert actions.shape == (2, 10, 32) and torch.isfinite(actions).all()
 
 
-def test_fast_overfits_and_decodes(fast_dir, tokenizer_dir):
-    """A few steps on one batch teach the VLM the FAST tokens; fast-mode sampling then decodes the chunk."""
+@pytest.mark.parametrize(
+    "head", [dict(), dict(fast_head="separate", fast_vocab_size=256, prompt_format="opentau")]
+)
+def test_fast_overfits_and_decodes(fast_dir, tokenizer_dir, head):
+    """A few steps on one batch teach the VLM the FAST tokens; fast-mode sampling then decodes the chunk (on the VLM
+    vocabulary ending at <eos>, or with OpenTau's separate head and marker, decoding fast_max_tokens ids)."""
     torch.manual_seed(0)
     cfg = tiny_pi05_config(
         tokenizer_name=tokenizer_dir,
@@ -137,10 +146,14 @@ def test_fast_overfits_and_decodes(fast_dir, tokenizer_dir):
         flow_loss_weight=0.0,
         dropout=0.0,
         fast_max_tokens=60,
+        **head,
     )
     model = PiModel(cfg)
     batch = make_batch(1)
     batch["actions"] = torch.as_tensor(smooth_chunks(1, seed=5), dtype=torch.float32)
+    target = batch["actions"]
+    acting = tokenize({k: v for k, v in batch.items() if k != "actions"}, model)
+    batch = tokenize(batch, model)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(40):
         loss = model(batch)["fast_loss"]
@@ -149,8 +162,10 @@ def test_fast_overfits_and_decodes(fast_dir, tokenizer_dir):
         opt.step()
     model.eval()
     assert loss.item() < 0.05
-    actions = model.sample_actions(batch, mode="fast")
-    assert (actions - batch["actions"]).abs().max() < 0.2
+    actions = model.sample_actions(acting, mode="fast")
+    assert (actions - target).abs().max() < 0.2
+    # a training batch (its FAST ids in the prefix) samples the same: inference masks the target tokens out
+    torch.testing.assert_close(model.sample_actions(batch, mode="fast"), actions)
 
 
 def test_loads_upstream_layout(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_batch
+from conftest import make_batch, tokenize
 from tau_models import PiModel, tiny_pi05_config
 
 
@@ -25,7 +25,7 @@ def test_flow_loss_gradient_reaches_vlm_only_without_ki(ki, fast_dir, tokenizer_
         fast_loss_weight=1.0,
     )
     model = PiModel(cfg).train()
-    out = model(make_batch(2))
+    out = model(tokenize(make_batch(2), model))
     out["flow_loss"].backward(retain_graph=True)
     grads = vlm_grads(model)
     if ki:
@@ -54,9 +54,11 @@ def test_expert_never_sees_fast_tokens(fast_dir, tokenizer_dir):
     with torch.no_grad():
         losses = []
         for actions in (batch["actions"], batch["actions"] * 0.3):
-            ids = model.fast_token_ids(actions)
-            prefix = model.prefix_from_batch(batch, fast_ids=ids)
+            tokenized = tokenize({**batch, "actions": actions}, model)
+            prefix = model.prefix_from_batch(tokenized)
             losses.append(model.flow_loss_per_element(prefix, batch["actions"], noise, t))
-        plain = model.flow_loss_per_element(model.prefix_from_batch(batch), batch["actions"], noise, t)
+        assert not torch.equal(tokenized["tokens"], tokenize(batch, model)["tokens"])
+        no_fast = tokenize({k: v for k, v in batch.items() if k != "actions"}, model)
+        plain = model.flow_loss_per_element(model.prefix_from_batch(no_fast), batch["actions"], noise, t)
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(losses[0], plain, rtol=1e-5, atol=1e-5)

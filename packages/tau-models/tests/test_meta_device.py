@@ -31,11 +31,13 @@ def test_pi0_full_size_builds():
 
 def test_full_size_forward_shapes_on_meta(tokenizer_dir):
     """The full-size pi0.5 forward runs through every layer with meta tensors (shapes only, no compute)."""
-    from conftest import make_batch
+    from conftest import make_batch, tokenize
 
     with torch.device("meta"):
         model = PiModel(pi05_config(tokenizer_name=tokenizer_dir))
-    batch = make_batch(2, n_cams=3, image_size=224, chunk=50)
-    batch["images"], batch["actions"] = batch["images"].to("meta"), batch["actions"].to("meta")
+    batch = tokenize(make_batch(2, n_cams=3, image_size=224, chunk=50), model)
+    assert batch["tokens"].shape == (2, 200)
+    for key in ("images", "actions", "tokens", "token_pad", "token_kind"):
+        batch[key] = batch[key].to("meta")
     out = model(batch, noise=torch.zeros(2, 50, 32, device="meta"), time=torch.ones(2, device="meta"))
     assert out["loss"].shape == () and out["loss"].device.type == "meta"

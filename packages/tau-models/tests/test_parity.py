@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from tau_models import PiModel, from_pretrained, load_pi_checkpoint
+from tau_models import PiModel, SampleTokenizer, from_pretrained, load_pi_checkpoint
 
 TOL = dict(rtol=0.0, atol=1e-4)  # max abs diff <= 1e-4 (observed ~1e-6)
 
@@ -24,11 +24,12 @@ def fixture(parity_dir, tokenizer_dir):
     return model, report, inputs, outputs, prompts
 
 
-def standard_batch(inputs, prompts, image_mask=None):
+def standard_batch(inputs, prompts, image_mask=None, model=None):
+    """The fixture's inputs as a standard batch; tokenized by SampleTokenizer(model.config) when a model is given."""
     images = torch.stack([inputs[f"observation.images.cam{i}"] for i in range(2)], dim=1)
     state = torch.zeros(2, 32)
     state[:, :8] = inputs["observation.state"]
-    return {
+    batch = {
         "images": images,
         "image_mask": torch.ones(2, 2, dtype=torch.bool) if image_mask is None else image_mask,
         "state": state,
@@ -38,6 +39,7 @@ def standard_batch(inputs, prompts, image_mask=None):
         "action_is_pad": torch.zeros(2, 10, dtype=torch.bool),
         "prompt": prompts["tasks_raw"],
     }
+    return batch if model is None else SampleTokenizer(model.config).tokenize_batch(batch)
 
 
 def test_load_report(fixture):
@@ -54,15 +56,16 @@ def test_load_report(fixture):
 
 
 def test_prompts_and_tokens_match_lerobot(fixture):
+    """SampleTokenizer builds LeRobot's prompt strings and its fixed-length (48) right-padded ids exactly."""
     model, _, inputs, _, prompts = fixture
     batch = standard_batch(inputs, prompts)
-    built = model.build_prompts(batch)
-    assert built == prompts["prompts"]
-    ids, pad, flags = model.prompt_tokenizer.encode(built)
-    ref_ids, ref_mask = inputs["observation.language.tokens"], inputs["observation.language.attention_mask"]
-    n = ids.shape[1]
-    assert torch.equal(ids, ref_ids[:, :n]) and torch.equal(pad, ref_mask[:, :n])
-    assert not ref_mask[:, n:].any() and not flags.any()
+    tokenizer = SampleTokenizer(model.config)
+    samples = [{k: v[i] for k, v in batch.items()} for i in range(2)]
+    assert [tokenizer.prompt_text(s) for s in samples] == prompts["prompts"]
+    tokenized = tokenizer.tokenize_batch(batch)
+    assert torch.equal(tokenized["tokens"], inputs["observation.language.tokens"])
+    assert torch.equal(tokenized["token_pad"], inputs["observation.language.attention_mask"])
+    assert not tokenized["token_kind"].any()
 
 
 def test_prefix_embedding_matches(fixture):
@@ -104,7 +107,7 @@ def test_forward_loss_from_standard_batch(fixture):
     """End to end: raw tasks + state -> prompt -> tokens -> model -> masked mean == LeRobot's policy loss."""
     model, _, inputs, outputs, prompts = fixture
     with torch.no_grad():
-        out = model(standard_batch(inputs, prompts), noise=inputs["noise"], time=inputs["time"])
+        out = model(standard_batch(inputs, prompts, model=model), noise=inputs["noise"], time=inputs["time"])
     torch.testing.assert_close(out["loss"], outputs["loss_policy_mean"], **TOL)
 
 
@@ -112,7 +115,7 @@ def test_forward_loss_from_standard_batch(fixture):
 def test_sample_actions_match(fixture, steps, key):
     model, _, inputs, outputs, prompts = fixture
     actions = model.sample_actions(
-        standard_batch(inputs, prompts), noise=inputs["sample_noise"], num_steps=steps
+        standard_batch(inputs, prompts, model=model), noise=inputs["sample_noise"], num_steps=steps
     )
     torch.testing.assert_close(actions, outputs[key], **TOL)
 
@@ -120,7 +123,7 @@ def test_sample_actions_match(fixture, steps, key):
 def test_sample_actions_masked_camera(fixture):
     model, _, inputs, outputs, prompts = fixture
     mask = torch.tensor([[True, True], [True, False]])
-    actions = model.sample_actions(standard_batch(inputs, prompts, mask), noise=inputs["sample_noise"])
+    actions = model.sample_actions(standard_batch(inputs, prompts, mask, model), noise=inputs["sample_noise"])
     torch.testing.assert_close(actions, outputs["maskcam.sample_actions"], **TOL)
 
 
@@ -131,7 +134,7 @@ def test_save_and_reload_keeps_parity(fixture, tmp_path):
     reloaded = from_pretrained(tmp_path / "ckpt", strict=True)
     assert isinstance(reloaded, PiModel)
     reloaded.eval()
-    actions = reloaded.sample_actions(standard_batch(inputs, prompts), noise=inputs["sample_noise"])
+    actions = reloaded.sample_actions(standard_batch(inputs, prompts, model=reloaded), noise=inputs["sample_noise"])
     torch.testing.assert_close(actions, outputs["sample_actions"], **TOL)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from conftest import make_batch
-from tau_models import PiModel, tiny_pi05_config
+from conftest import make_batch, tokenize
+from tau_models import PiModel, SampleTokenizer, tiny_pi05_config
 
 
 def model_with_responses(tokenizer_dir, **kw):
@@ -18,6 +18,7 @@ def test_response_loss_and_text_only_samples(tokenizer_dir):
     batch = make_batch(2)
     batch["response"] = ["grasp the block", ""]
     batch["action_is_pad"][1] = True  # a text-only (VQA-style) sample: no flow loss from it
+    batch = tokenize(batch, model)
     out = model(batch)
     torch.testing.assert_close(out["loss"], out["flow_loss"] + 0.5 * out["response_loss"])
     assert out["response_loss"] > 0
@@ -35,8 +36,7 @@ def test_expert_sees_the_response(tokenizer_dir):
     losses = []
     with torch.no_grad():
         for text in ("grasp the block", "open the drawer"):
-            ids = [model.prompt_tokenizer.response_ids(text, 52)] * 2
-            prefix = model.prefix_from_batch(batch, response_ids=ids)
+            prefix = model.prefix_from_batch(tokenize({**batch, "response": [text] * 2}, model))
             losses.append(model.flow_loss_per_element(prefix, batch["actions"], noise, t))
     assert not torch.allclose(losses[0], losses[1])
 
@@ -46,6 +46,9 @@ def test_response_is_learned_and_decoded(tokenizer_dir):
     model = model_with_responses(tokenizer_dir, flow_loss_weight=0.0)
     batch = make_batch(1)
     batch["response"] = ["grasp the block"]
+    tokenizer = SampleTokenizer(model.config)
+    acting = tokenizer.tokenize_batch({k: v for k, v in batch.items() if k != "response"})
+    batch = tokenizer.tokenize_batch(batch)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(25):
         loss = model(batch)["response_loss"]
@@ -53,7 +56,7 @@ def test_response_is_learned_and_decoded(tokenizer_dir):
         loss.backward()
         opt.step()
     model.eval()
-    ids = model.generate_responses(batch)
-    assert model.prompt_tokenizer.decode(ids[0]) == "grasp the block"
-    actions = model.sample_actions(batch, predict_response=True)
+    ids = model.generate_responses(acting)
+    assert tokenizer.prompt_tokenizer.decode(ids[0]) == "grasp the block"
+    actions = model.sample_actions(acting, predict_response=True)
     assert actions.shape == (1, 10, 32) and torch.isfinite(actions).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_batch
+from conftest import make_batch, tokenize
 from tau_models import (
     PiModel,
     ValueModel,
@@ -30,7 +30,7 @@ def test_bins_and_expected_value():
 
 def test_value_training_reduces_loss(tokenizer_dir):
     model = ValueModel(tiny_value_config(tokenizer_name=tokenizer_dir, dropout=0.0))
-    batch = make_batch(2)
+    batch = tokenize(make_batch(2), model)
     batch["return"] = torch.tensor([-0.8, -0.1])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     first = None
@@ -54,7 +54,7 @@ def test_init_from_policy_and_save_load(tmp_path, tokenizer_dir):
         assert torch.equal(a, b), k
     value.save_pretrained(tmp_path)
     again = ValueModel.from_pretrained(tmp_path)
-    batch = make_batch(1)
+    batch = tokenize(make_batch(1), value)
     value.eval(), again.eval()
     torch.testing.assert_close(value.predict_value(batch), again.predict_value(batch))
 
@@ -66,6 +66,7 @@ def test_state_token_lets_the_value_read_the_state(tmp_path, tokenizer_dir):
     batch["images"][1] = batch["images"][0]
     batch["prompt"] = [batch["prompt"][0]] * 2
     batch["return"] = torch.tensor([-0.9, -0.1])
+    batch = tokenize(batch, model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for _ in range(30):
         loss = model(batch)["loss"]
@@ -88,3 +89,16 @@ def test_state_token_starts_from_a_continuous_state_policy(tokenizer_dir):
     torch.testing.assert_close(value.state_proj.bias, policy.state_proj.bias)
     with pytest.raises(ValueError, match="state_dim"):
         tiny_value_config(state_dim=-1)
+
+
+def test_module_groups_cover_the_value_model(tokenizer_dir):
+    model = ValueModel(tiny_value_config(tokenizer_name=tokenizer_dir, state_dim=4))
+    groups = model.module_groups()
+    names = {n for n, _ in model.named_parameters()}
+
+    def members(group: str) -> set[str]:
+        return {n for n in names if n.startswith(tuple(groups[group]))}
+
+    assert members("vlm") | members("head") == names and not members("vlm") & members("head")
+    assert members("vision") | members("language_model") == members("vlm")
+    assert {"value_query", "value_head.weight", "state_proj.weight"} <= members("head")

@@ -1,8 +1,10 @@
 """tau-models: pi0 / pi0.5 vision-language-action models with FAST actions, knowledge insulation and LeRobot
 checkpoint I/O.
 
-    model = PiModel(tiny_pi05_config(tokenizer_name="path/to/tokenizer"))     # or pi05_config() / pi0_config()
-    out = model(batch)                         # standard batch (see GUIDE) -> {"loss", "flow_loss", ...}
+    config = tiny_pi05_config(tokenizer_name="path/to/tokenizer")   # or pi05_config() / pi0_config()
+    model, tokenize = PiModel(config), SampleTokenizer(config)
+    sample = tokenize(sample, rng=seed)        # the dataset transform: adds tokens / token_pad / token_kind
+    out = model(batch)                         # collated tokenized samples -> {"loss", "flow_loss", ...}
     actions = model.sample_actions(batch)      # (B, chunk, max_action_dim); mode="fast", guidance_weight=w
     model.save_pretrained("ckpt")              # config.json + model.safetensors
     model = from_pretrained("lerobot/pi05_base")  # tau, LeRobot or OpenTau layout, folder or hub id
@@ -23,6 +25,8 @@ from tau_models.fast import FastTokenizer
 from tau_models.flow import guided_velocity
 from tau_models.images import resize_with_pad
 from tau_models.pi0 import PiModel
+from tau_models.sample import Batch, Sample
+from tau_models.sample_tokenizer import SampleTokenizer
 from tau_models.tokenizer import PromptTokenizer, discretize_state, format_prompt
 from tau_models.value import (
     ValueConfig,
@@ -37,12 +41,15 @@ from tau_models.value import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
     "FastTokenizer",
     "GemmaConfig",
     "LoadReport",
     "PiConfig",
     "PiModel",
     "PromptTokenizer",
+    "Sample",
+    "SampleTokenizer",
     "ValueConfig",
     "ValueModel",
     "VisionConfig",

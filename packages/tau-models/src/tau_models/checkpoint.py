@@ -15,16 +15,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tau_models.config import PiConfig, config_from_lerobot
-
-if TYPE_CHECKING:
-    from tau_models.pi0 import PiModel
+from tau_models.config import PiConfig, config_from_lerobot, merge_overrides
+from tau_models.pi0 import EXPERT_SIDE, PiModel
 
 logger = logging.getLogger(__name__)
 
@@ -42,37 +40,38 @@ PREFIX_RULES: list[tuple[str, str]] = [
     (_PG + "model.language_model.", "backbone.language_model."),
     (_PG + "language_model.model.", "backbone.language_model."),
     ("model.paligemma_with_expert.gemma_expert.model.", "expert."),
+    ("model.paligemma_with_expert.discrete_action_embedding.", "fast_head.discrete_action_embedding."),  # OpenTau
+    ("model.paligemma_with_expert.da_head.", "fast_head.da_head."),
 ]
+# OpenTau keeps its normalisation statistics in the checkpoint (normalize_inputs.buffer_state.mean, ...)
+NORMALIZATION_PREFIXES = ("normalize_", "unnormalize_")
 LM_HEAD_KEYS = (_PG + "lm_head.weight", _PG + "language_model.lm_head.weight")
 EMBED_KEY = "backbone.language_model.embed_tokens.weight"
 IGNORED_KEYS = ("model.paligemma_with_expert.gemma_expert.lm_head.weight",)
-TOP_LEVEL = (
-    "action_in_proj",
-    "action_out_proj",
-    "time_mlp_in",
-    "time_mlp_out",
-    "state_proj",
-    "action_time_mlp_in",
-    "action_time_mlp_out",
-)
 
 
 @dataclass
 class LoadReport:
-    """What happened to each key when a checkpoint was loaded."""
+    """What happened to each key when a checkpoint was loaded.
+
+    normalization: statistics stored beside the weights (OpenTau: "normalize_inputs.buffer_state.mean", ...,
+    each (norm heads, D)), under their file names, for the policy layer to build its normaliser from.
+    """
 
     layout: str
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    normalization: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def log(self) -> None:
         logger.info(
-            "loaded %s checkpoint: %d missing, %d unexpected, %d ignored keys",
+            "loaded %s checkpoint: %d missing, %d unexpected, %d ignored keys, %d normalisation tensors",
             self.layout,
             len(self.missing),
             len(self.unexpected),
             len(self.ignored),
+            len(self.normalization),
         )
         if self.missing:
             logger.warning("missing keys (left at init): %s", self.missing)
@@ -95,12 +94,16 @@ def detect_layout(keys: list[str]) -> str:
 
 def map_foreign_state_dict(
     state: dict[str, torch.Tensor], variant: str
-) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """LeRobot / OpenTau names -> tau names. Returns (mapped, unexpected, ignored)."""
+) -> tuple[dict[str, torch.Tensor], list[str], list[str], dict[str, torch.Tensor]]:
+    """LeRobot / OpenTau names -> tau names. Returns (mapped, unexpected, ignored, normalization statistics)."""
     mapped: dict[str, torch.Tensor] = {}
     unexpected, ignored = [], []
+    normalization: dict[str, torch.Tensor] = {}
     lm_head = None
     for key, value in state.items():
+        if key.startswith(NORMALIZATION_PREFIXES):
+            normalization[key] = value
+            continue
         name = "model." + key if key.startswith("paligemma_with_expert.") else key
         if name in IGNORED_KEYS:
             ignored.append(key)
@@ -114,7 +117,9 @@ def map_foreign_state_dict(
             short = name[len("model.") :]
             if variant == "pi05" and short.startswith("action_time_mlp_"):
                 short = short.replace("action_time_mlp_", "time_mlp_", 1)  # OpenTau's legacy pi05 names
-            if short.split(".")[0] in TOP_LEVEL:
+            elif variant == "pi0" and short.startswith("time_mlp_"):
+                short = "action_" + short  # old pi0 checkpoints (LeRobot's loader renames them the same way)
+            if short.split(".")[0] in EXPERT_SIDE:
                 target = short
         if target is None:
             unexpected.append(key)
@@ -123,7 +128,7 @@ def map_foreign_state_dict(
     if EMBED_KEY not in mapped and lm_head is not None:
         logger.info("token embedding missing: using the tied PaliGemma lm_head weight")
         mapped[EMBED_KEY] = lm_head
-    return mapped, unexpected, ignored
+    return mapped, unexpected, ignored, normalization
 
 
 def check_state(
@@ -133,7 +138,9 @@ def check_state(
     values be finite. Returns the tensors to load and the report; nothing is loaded."""
     report = LoadReport(layout=layout)
     if layout != "tau":
-        state, report.unexpected, report.ignored = map_foreign_state_dict(state, model.config.variant)
+        state, report.unexpected, report.ignored, report.normalization = map_foreign_state_dict(
+            state, model.config.variant
+        )
     own = model.state_dict()
     for key, value in state.items():
         if key not in own:
@@ -243,30 +250,41 @@ def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
             os.remove(tmp)
 
 
+def saved_config(folder: Path, raw: dict[str, Any], vision_num_heads: int | None = None) -> PiConfig:
+    """The PiConfig a checkpoint folder was saved with: a tau config.json, or a LeRobot / OpenTau config.json read
+    with the tensor shapes (vision_num_heads: SigLIP's head count, which no shape shows)."""
+    source = folder / CONFIG_FILE
+    if raw.get("model_type") == "tau_pi":
+        config = PiConfig.from_dict(raw)
+        if vision_num_heads is not None and vision_num_heads != config.vision.num_heads:
+            raise ValueError(
+                f"{source}: vision_num_heads={vision_num_heads} changes the architecture of the checkpoint "
+                f"(saved {config.vision.num_heads})"
+            )
+        return config
+    if raw.get("type") in ("pi05", "pi0"):
+        return config_from_lerobot(folder, vision_num_heads)
+    raise ValueError(
+        f"{source}: neither a tau ('model_type': 'tau_pi') nor a LeRobot/OpenTau ('type': 'pi05'/'pi0') config"
+    )
+
+
 def load_pi_checkpoint(
-    path_or_hub_id: str | Path, config: PiConfig | None = None, strict: bool = False, **config_overrides: Any
+    path_or_hub_id: str | Path, *, strict: bool = True, vision_num_heads: int | None = None, **overrides: Any
 ) -> tuple[PiModel, LoadReport]:
     """Build a PiModel from a tau, LeRobot or OpenTau checkpoint; returns the model and its LoadReport.
 
-    The config comes from (in order) the config argument, a tau config.json, or the LeRobot/OpenTau config.json
-    plus tensor shapes (config_overrides go to config_from_lerobot, e.g. vision_num_heads, tokenizer_name).
+    The saved config is read first, the overrides (PiConfig runtime fields: dropout, dtype, gradient_checkpointing,
+    num_inference_steps, tokenizer and loss settings, ...) are merged into it, an override that would change the
+    architecture is refused naming the field, and only then is the model built, so every override takes effect.
+    strict (default): any missing or unexpected key is an error naming the keys; strict=False logs them and
+    keeps freshly initialised values for the missing ones.
     """
-    from tau_models.pi0 import PiModel
-
     folder = resolve_folder(path_or_hub_id)
     raw = resolve_bundled_tokenizer(read_config_json(folder), folder)
     state = read_weights(folder)
     layout = detect_layout(list(state))
-    if config is None:
-        if raw.get("model_type") == "tau_pi":
-            config = PiConfig.from_dict({**raw, **config_overrides})
-        elif raw.get("type") in ("pi05", "pi0"):
-            config = config_from_lerobot(folder, **config_overrides)
-        else:
-            raise ValueError(
-                f"{folder / CONFIG_FILE}: neither a tau ('model_type': 'tau_pi') nor a LeRobot/OpenTau "
-                f"('type': 'pi05'/'pi0') config"
-            )
+    config = merge_overrides(saved_config(folder, raw, vision_num_heads), overrides, str(folder / CONFIG_FILE))
     with torch.device("meta"):  # no memory for weights that the checkpoint replaces anyway
         model = PiModel(config)
     source = str(folder / WEIGHTS_FILE)
@@ -282,7 +300,8 @@ def load_pi_checkpoint(
 
 
 def from_pretrained(
-    path_or_hub_id: str | Path, config: PiConfig | None = None, strict: bool = False, **config_overrides: Any
+    path_or_hub_id: str | Path, *, strict: bool = True, vision_num_heads: int | None = None, **overrides: Any
 ) -> PiModel:
-    """PiModel from a folder or hub id (tau, LeRobot or OpenTau layout); the load report is logged."""
-    return load_pi_checkpoint(path_or_hub_id, config, strict, **config_overrides)[0]
+    """PiModel from a folder or hub id (tau, LeRobot or OpenTau layout) with runtime overrides, loaded strictly by
+    default (see load_pi_checkpoint); the load report is logged."""
+    return load_pi_checkpoint(path_or_hub_id, strict=strict, vision_num_heads=vision_num_heads, **overrides)[0]

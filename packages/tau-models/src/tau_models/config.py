@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+logger = logging.getLogger(__name__)
+
 PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 PALIGEMMA_VOCAB_SIZE = 257152
+# Freezing flags older tau / LeRobot configs carry: what trains is tau-train's TrainConfig.freeze (PiModel.module_groups)
+TRAINING_FLAGS = ("freeze_vision_encoder", "train_expert_only", "freeze_expert")
 
 
 @dataclass
@@ -76,6 +82,10 @@ class PiConfig:
     # prompt tokenizer (hub id or local directory) and the maximum prompt length in tokens
     tokenizer_name: str = PALIGEMMA_TOKENIZER
     tokenizer_max_length: int = 200
+    # "lerobot": "Task: {cleaned task}, State: {bins};\nAction: " (openpi / LeRobot); "opentau": "Task: {task},
+    # State: {bins of the state clamped to [-1, 1]};\n", then "Action: " as a causal marker block before the FAST
+    # tokens that the action expert does not see (OpenTau's pi0.5)
+    prompt_format: Literal["lerobot", "opentau"] = "lerobot"
     # flow matching
     time_beta_alpha: float = 1.5
     time_beta_beta: float = 1.0
@@ -83,13 +93,14 @@ class PiConfig:
     time_offset: float = 0.001
     min_period: float = 4e-3
     max_period: float = 4.0
-    # regularisation and what trains
+    # regularisation and gradient routing (what trains at all is tau-train's TrainConfig.freeze)
     dropout: float = 0.1
     knowledge_insulation: bool = False
-    freeze_vision_encoder: bool = False
-    train_expert_only: bool = False  # freezes the whole VLM (vision tower, projector, language model)
-    freeze_expert: bool = False  # freezes the action expert and its projections (e.g. VLM-only co-training)
-    # FAST discrete actions: tokenizer directory (or hub id), token budget and loss weights
+    # FAST discrete actions: tokenizer directory (or hub id), token budget and loss weights. fast_head "vlm_vocab"
+    # (openpi): FAST ids on the VLM vocabulary's tail, tied embedding / LM head, ending with <eos>; "separate"
+    # (OpenTau): an own embedding and linear head over fast_vocab_size ids, no <eos>
+    fast_head: Literal["vlm_vocab", "separate"] = "vlm_vocab"
+    fast_vocab_size: int = 0
     fast_tokenizer_path: str | None = None
     fast_max_tokens: int = 64
     fast_skip_tokens: int = 128
@@ -117,8 +128,12 @@ class PiConfig:
             )
         if self.fast_loss_weight > 0 and self.fast_tokenizer_path is None:
             raise ValueError("fast_loss_weight > 0 needs fast_tokenizer_path")
-        if self.train_expert_only and self.freeze_expert:
-            raise ValueError("train_expert_only and freeze_expert together leave nothing to train")
+        if self.fast_head not in ("vlm_vocab", "separate"):
+            raise ValueError(f"fast_head must be 'vlm_vocab' or 'separate', got {self.fast_head!r}")
+        if self.fast_head == "separate" and self.fast_vocab_size <= 0:
+            raise ValueError("fast_head='separate' needs fast_vocab_size > 0 (the FAST tokenizer's vocabulary)")
+        if self.prompt_format not in ("lerobot", "opentau"):
+            raise ValueError(f"prompt_format must be 'lerobot' or 'opentau', got {self.prompt_format!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -126,12 +141,23 @@ class PiConfig:
     def uses_fast(self) -> bool:
         return self.fast_loss_weight > 0
 
+    def architecture_fields(self) -> set[str]:
+        """Fields that decide which parameters exist or their shapes (or how the towers compute over them): a
+        checkpoint's weights mean nothing under other values. Every other field is a runtime setting."""
+        fields = {"variant", "vision", "vlm", "expert", "vocab_size", "state_mode", "max_action_dim", "fast_head"}
+        if self.variant == "pi0" or self.state_mode == "continuous":
+            fields.add("max_state_dim")  # the state projection's input width
+        if self.fast_head == "separate":
+            fields.add("fast_vocab_size")  # the FAST embedding / head sizes
+        return fields
+
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": "tau_pi", **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PiConfig:
         data = {k: v for k, v in data.items() if k != "model_type"}
+        _drop_training_flags(data, "PiConfig")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -141,6 +167,35 @@ class PiConfig:
             if name in data:
                 data[name] = GemmaConfig(**data[name])
         return cls(**data)
+
+
+def _drop_training_flags(data: dict[str, Any], source: str) -> None:
+    """Remove the freezing flags of older configs (in place), saying where freezing is set now."""
+    set_flags = [k for k in TRAINING_FLAGS if data.pop(k, False)]
+    if set_flags:
+        logger.warning(
+            "%s: %s are training settings, not model settings: freeze parameter groups with tau-train's "
+            "TrainConfig.freeze (e.g. [vision], [vlm]); ignored here",
+            source,
+            set_flags,
+        )
+
+
+def merge_overrides(config: Any, overrides: Mapping[str, Any], source: str) -> Any:
+    """config (a PiConfig or ValueConfig read from a checkpoint) with runtime overrides applied before any model is
+    built. An override of an architecture field to a different value is refused, naming the field."""
+    known = {f.name for f in dataclasses.fields(config)}
+    architecture = config.architecture_fields()
+    for name, value in overrides.items():
+        if name not in known:
+            raise ValueError(f"{source}: unknown {type(config).__name__} field {name!r} in the overrides")
+        saved = getattr(config, name)
+        if name in architecture and value != saved:
+            raise ValueError(
+                f"{source}: override {name}={value!r} changes the architecture of the checkpoint (saved {saved!r}); "
+                "only runtime fields can be overridden when loading weights"
+            )
+    return dataclasses.replace(config, **overrides)
 
 
 def pi05_config(**overrides: Any) -> PiConfig:
@@ -183,6 +238,34 @@ def _lerobot_expert_is_adarms(keys: set[str]) -> bool:
     return any(k.endswith("input_layernorm.dense.weight") and "gemma_expert" in k for k in keys)
 
 
+OPENTAU_FAST_HEAD = "model.paligemma_with_expert.da_head.weight"
+
+
+def _opentau_fields(lr: dict[str, Any], shapes: dict[str, tuple[int, ...]], folder: Path) -> dict[str, Any]:
+    """PiConfig fields of OpenTau's pi0.5: its prompt layout when config.json is OpenTau's, and its FAST branch
+    when the weights hold one (separate embedding + da_head; the tokenizer path resolved as OpenTau does, from the
+    working directory, or beside the checkpoint folder)."""
+    fields: dict[str, Any] = {}
+    if "opentau_version" in lr:
+        if lr.get("state_type", "discrete") != "discrete":
+            raise ValueError(f"{folder / 'config.json'}: OpenTau's continuous state layout is not supported")
+        fields["prompt_format"] = "opentau"
+    if OPENTAU_FAST_HEAD in shapes:
+        path = str(lr.get("discrete_action_tokenizer_path") or "physical-intelligence/fast")
+        for candidate in (Path(path), folder.parent / path):
+            if candidate.is_dir():
+                path = str(candidate)
+                break
+        fields.update(
+            fast_head="separate",
+            fast_vocab_size=shapes[OPENTAU_FAST_HEAD][0],
+            fast_tokenizer_path=path,
+            fast_max_tokens=int(lr.get("discrete_action_max_length", 32)),
+            fast_loss_weight=1.0,  # OpenTau trains the FAST cross-entropy beside the flow loss
+        )
+    return fields
+
+
 def config_from_lerobot(
     checkpoint_dir: str | Path, vision_num_heads: int | None = None, **overrides: Any
 ) -> PiConfig:
@@ -190,7 +273,7 @@ def config_from_lerobot(
 
     LeRobot's config.json names the tower sizes only by variant ("gemma_2b"), so the sizes are read from the
     tensor shapes. SigLIP's head count is not visible in any shape: pass vision_num_heads unless the tower is
-    So400m (width 1152, 16 heads).
+    So400m (width 1152, 16 heads). Runtime overrides apply as in merge_overrides.
     """
     from safetensors import safe_open
 
@@ -279,9 +362,8 @@ def config_from_lerobot(
         max_period=float(lr.get("max_period", 4.0)),
         dropout=float(lr.get("dropout", 0.0)),  # OpenTau has dropout; LeRobot has none
         knowledge_insulation=bool(lr.get("knowledge_insulation", False)),
-        freeze_vision_encoder=bool(lr.get("freeze_vision_encoder", False)),
-        train_expert_only=bool(lr.get("train_expert_only", False)),
         dtype="bfloat16" if lr.get("dtype") == "bfloat16" else "float32",
     )
-    base.update(overrides)
-    return PiConfig(**base)
+    base.update(_opentau_fields(lr, shapes, folder))
+    _drop_training_flags(dict(lr), str(cfg_path))
+    return merge_overrides(PiConfig(**base), overrides, str(cfg_path))

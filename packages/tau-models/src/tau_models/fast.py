@@ -17,6 +17,8 @@ import numpy as np
 from scipy.fft import dct, idct
 from tokenizers import Tokenizer, decoders, models, trainers
 
+from tau_models.config import PiConfig
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "processor_config.json"
@@ -31,6 +33,29 @@ def dct_coefficients(chunks: np.ndarray, scale: float) -> np.ndarray:
 def _to_text(coeffs: np.ndarray, min_token: int) -> str:
     """Flatten (T, D) coefficients frequency-major and map each integer to one character."""
     return "".join(map(chr, np.maximum(coeffs.reshape(-1) - min_token, 0).tolist()))
+
+
+def fast_vlm_ids(ids: Sequence[int], vocab_size: int, skip_tokens: int) -> list[int]:
+    """FAST ids -> VLM vocabulary ids counted down from the top (vocab_size - 1 - skip_tokens - id), as openpi does,
+    and back: the map is its own inverse."""
+    top = vocab_size - 1 - skip_tokens
+    return [top - int(i) for i in ids]
+
+
+def check_fast_fits(fast: FastTokenizer, config: PiConfig) -> FastTokenizer:
+    """The tokenizer, after checking that its ids fit the model's FAST head: the VLM vocabulary (plus the skipped
+    top tokens) for fast_head "vlm_vocab", the separate head's fast_vocab_size for "separate"."""
+    if config.fast_head == "separate":
+        if fast.vocab_size > config.fast_vocab_size:
+            raise ValueError(
+                f"FAST vocab {fast.vocab_size} does not fit the separate FAST head of {config.fast_vocab_size} ids"
+            )
+    elif fast.vocab_size + config.fast_skip_tokens + 1 >= config.vocab_size:
+        raise ValueError(
+            f"FAST vocab {fast.vocab_size} + skip {config.fast_skip_tokens} does not fit in the VLM vocabulary "
+            f"of {config.vocab_size}"
+        )
+    return fast
 
 
 class FastTokenizer:

@@ -1,14 +1,15 @@
 """pi0 / pi0.5: a PaliGemma VLM over the prefix and a Gemma action expert over the noisy action chunk.
 
-Read top to bottom: inputs -> prefix (images, prompt, optional FAST tokens) -> VLM pass with KV cache -> suffix
-(noisy actions, time) through the expert attending to the cached prefix -> flow-matching loss / Euler sampling.
+Read top to bottom: inputs -> prefix (images, the token ids SampleTokenizer made: prompt, optional response and FAST
+tokens) -> VLM pass with KV cache -> suffix (noisy actions, time) through the expert attending to the cached prefix
+-> flow-matching loss / Euler sampling.
 The prefix never attends to the suffix, so running the VLM once and handing its keys/values to the expert is the
 same computation as one joint pass; it is also what makes knowledge insulation a one-line detach.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,8 @@ from torch import nn
 from tau_models.attention_masks import suffix_attention
 from tau_models.backbone import PaliGemmaBackbone
 from tau_models.config import PiConfig
-from tau_models.fast import FastTokenizer
+from tau_models.decoding import append_tokens, decode_fast, greedy_decode
+from tau_models.fast import FastTokenizer, check_fast_fits
 from tau_models.flow import (
     action_loss_mask,
     guided_velocity,
@@ -32,17 +34,20 @@ from tau_models.flow import (
 )
 from tau_models.gemma import AdaRMSNorm, GemmaTower, KVCache, additive_mask
 from tau_models.images import resize_with_pad, to_model_range
-from tau_models.tokenizer import (
-    EOS_ID,
-    FAST,
-    PROMPT,
-    RESPONSE,
-    PromptTokenizer,
-    discretize_state,
-    format_prompt,
-)
+from tau_models.sample import UNCOND_PREFIX, batch_tokens, trim_token_padding
+from tau_models.tokenizer import EOS_ID, FAST, MARKER, PROMPT, RESPONSE
 
-logger = logging.getLogger(__name__)
+
+# Modules of the action-expert side besides the expert tower (those the variant has).
+EXPERT_SIDE = (
+    "action_in_proj",
+    "action_out_proj",
+    "time_mlp_in",
+    "time_mlp_out",
+    "state_proj",
+    "action_time_mlp_in",
+    "action_time_mlp_out",
+)
 
 
 @dataclass
@@ -61,19 +66,18 @@ class Prefix:
 
     @property
     def visible(self) -> torch.Tensor:
-        """Real tokens the action expert may attend to: everything but FAST tokens."""
-        return self.pad & (self.kind != FAST)
+        """Real tokens the action expert may attend to: everything but FAST tokens and their marker."""
+        return self.pad & (self.kind != FAST) & (self.kind != MARKER)
+
+    def without_fast(self) -> Prefix:
+        """The prefix with its FAST tokens (the target actions of a training sample) masked out, for inference."""
+        return Prefix(embs=self.embs, pad=self.pad & (self.kind != FAST), kind=self.kind, tokens=self.tokens)
 
 
 class PiModel(nn.Module):
     """pi0.5 (variant "pi05") or pi0 (variant "pi0"); forward(batch) -> {"loss", ...}; sample_actions(batch)."""
 
-    def __init__(
-        self,
-        config: PiConfig,
-        fast_tokenizer: FastTokenizer | None = None,
-        prompt_tokenizer: PromptTokenizer | None = None,
-    ) -> None:
+    def __init__(self, config: PiConfig, fast_tokenizer: FastTokenizer | None = None) -> None:
         super().__init__()
         self.config = cfg = config
         we = cfg.expert.width
@@ -91,65 +95,50 @@ class PiModel(nn.Module):
             self.state_proj = nn.Linear(cfg.max_state_dim, we)
             self.action_time_mlp_in = nn.Linear(2 * we, we)
             self.action_time_mlp_out = nn.Linear(we, we)
-        self.backbone.language_model.gradient_checkpointing = cfg.gradient_checkpointing
-        self.expert.gradient_checkpointing = cfg.gradient_checkpointing
-        self._prompt_tokenizer = prompt_tokenizer
+        if cfg.fast_head == "separate":
+            self.fast_head = SeparateFastHead(cfg.fast_vocab_size, cfg.vlm.width)
         self._fast_tokenizer = fast_tokenizer
         self.apply(_init_weights)
         if cfg.dtype == "bfloat16":
             self.to(torch.bfloat16)
-        self._apply_freezing()
+        self._set_gradient_checkpointing(cfg.gradient_checkpointing)
 
     # ------------------------------------------------------------------ setup
-    def _frozen_modules(self) -> list[nn.Module]:
-        """Modules frozen by the config: the vision tower or the whole VLM, and/or the action expert side."""
-        cfg = self.config
-        frozen: list[nn.Module] = []
-        if cfg.train_expert_only:
-            frozen.append(self.backbone)
-        elif cfg.freeze_vision_encoder:
-            frozen.append(self.backbone.vision_tower)
-        if cfg.freeze_expert:
-            names = ["expert", "action_in_proj", "action_out_proj", "time_mlp_in", "time_mlp_out"]
-            if cfg.variant == "pi0":
-                names += ["state_proj", "action_time_mlp_in", "action_time_mlp_out"]
-            frozen += [getattr(self, n) for n in names if hasattr(self, n)]
-        return frozen
+    def module_groups(self) -> dict[str, list[str]]:
+        """Named parameter groups as parameter-name prefixes (a parameter belongs to a group when its name starts
+        with one of them), for tau-train's TrainConfig.freeze: "vision" (SigLIP tower + projector), "vlm" (the whole
+        PaliGemma backbone, with a separate FAST head), "language_model", "expert" (action expert and its
+        in/out/time/state projections)."""
+        own = [n for n in EXPERT_SIDE if hasattr(self, n)]
+        return {
+            "vision": ["backbone.vision_tower.", "backbone.projector."],
+            "vlm": ["backbone.", *(["fast_head."] if hasattr(self, "fast_head") else [])],
+            "language_model": ["backbone.language_model."],
+            "expert": ["expert.", *(f"{n}." for n in own)],
+        }
 
-    def _apply_freezing(self) -> None:
-        for module in self._frozen_modules():
-            module.requires_grad_(False)
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each Gemma layer (VLM and expert) in the backward pass instead of keeping its activations."""
+        self._set_gradient_checkpointing(True)
 
-    def train(self, mode: bool = True) -> PiModel:
-        """Frozen parts stay in eval mode (no dropout) while the rest trains."""
-        super().train(mode)
-        for module in self._frozen_modules():
-            module.eval()
-        return self
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
 
-    @property
-    def prompt_tokenizer(self) -> PromptTokenizer:
-        if self._prompt_tokenizer is None:
-            self._prompt_tokenizer = PromptTokenizer(
-                self.config.tokenizer_name, self.config.tokenizer_max_length
-            )
-        return self._prompt_tokenizer
+    def _set_gradient_checkpointing(self, on: bool) -> None:
+        self.backbone.language_model.gradient_checkpointing = on
+        self.expert.gradient_checkpointing = on
+        self.config = dataclasses.replace(self.config, gradient_checkpointing=on)
 
     @property
     def fast_tokenizer(self) -> FastTokenizer:
+        """The FAST tokenizer that decodes mode="fast" samples (loaded from config.fast_tokenizer_path)."""
         if self._fast_tokenizer is None:
             if self.config.fast_tokenizer_path is None:
                 raise ValueError(
                     "FAST is used but config.fast_tokenizer_path is not set and no tokenizer was given"
                 )
             self._fast_tokenizer = FastTokenizer.load(self.config.fast_tokenizer_path)
-        fast = self._fast_tokenizer
-        if fast.vocab_size + self.config.fast_skip_tokens + 1 >= self.config.vocab_size:
-            raise ValueError(
-                f"FAST vocab {fast.vocab_size} + skip {self.config.fast_skip_tokens} does not fit in the VLM "
-                f"vocabulary of {self.config.vocab_size}"
-            )
-        return fast
+        return check_fast_fits(self._fast_tokenizer, self.config)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -162,17 +151,12 @@ class PiModel(nn.Module):
         return save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path_or_hub_id: str | Path,
-        config: PiConfig | None = None,
-        strict: bool = False,
-        **config_overrides: Any,
-    ) -> PiModel:
-        """Load a tau, LeRobot or OpenTau checkpoint folder / hub id (see tau_models.checkpoint)."""
+    def from_pretrained(cls, path_or_hub_id: str | Path, *, strict: bool = True, **overrides: Any) -> PiModel:
+        """Load a tau, LeRobot or OpenTau checkpoint folder / hub id with runtime overrides (see
+        tau_models.checkpoint.from_pretrained)."""
         from tau_models.checkpoint import from_pretrained
 
-        return from_pretrained(path_or_hub_id, config, strict, **config_overrides)
+        return from_pretrained(path_or_hub_id, strict=strict, **overrides)
 
     # ------------------------------------------------------------------ inputs
     def prepare_images(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,50 +170,6 @@ class PiModel(nn.Module):
         if mask is None:
             mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
         return images.to(self.dtype), mask.bool()
-
-    def build_prompts(self, batch: dict[str, Any], advantage: list[bool | None] | None = None) -> list[str]:
-        """Prompt strings for the batch: task, discretised state (pi0.5 discrete mode), advantage indicator."""
-        tasks = batch["prompt"]
-        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        cfg = self.config
-        if advantage is None:
-            advantage = [None] * len(tasks)
-        prompts = []
-        for i, task in enumerate(tasks):
-            bins = None
-            if cfg.variant == "pi05" and cfg.state_mode == "discrete":
-                dim = int(batch["state_dim"][i]) if "state_dim" in batch else cfg.max_state_dim
-                state = batch["state"][i, :dim]
-                if not torch.isfinite(torch.as_tensor(state)).all():
-                    raise ValueError(f"batch['state'][{i}] contains NaN or inf")
-                bins = discretize_state(state, cfg.state_bins)
-            prompts.append(format_prompt(task, bins, advantage[i], cfg.variant))
-        return prompts
-
-    def training_advantages(self, batch: dict[str, Any]) -> list[bool | None] | None:
-        """Per-sample advantage indicator for training: the label, dropped with advantage_dropout (for CFG)."""
-        if not self.config.advantage_conditioning:
-            return None
-        if "advantage_positive" not in batch:
-            raise ValueError("advantage_conditioning is on but the batch has no 'advantage_positive'")
-        labels = [bool(x) for x in torch.as_tensor(batch["advantage_positive"]).reshape(-1).tolist()]
-        drop = self.config.advantage_dropout if self.training else 0.0
-        dropped = (torch.rand(len(labels)) < drop).tolist()
-        return [None if d else label for d, label in zip(dropped, labels)]
-
-    def fast_token_ids(self, actions: torch.Tensor) -> list[list[int]]:
-        """FAST-encode the padded action chunks and map them onto the VLM vocabulary tail, ending with <eos>."""
-        cfg = self.config
-        fast_ids = self.fast_tokenizer.encode(actions.detach().float().cpu().numpy())
-        top = cfg.vocab_size - 1 - cfg.fast_skip_tokens
-        out = []
-        for ids in fast_ids:
-            if len(ids) + 1 > cfg.fast_max_tokens:
-                logger.warning(
-                    "FAST sequence of %d tokens truncated to %d", len(ids) + 1, cfg.fast_max_tokens
-                )
-            out.append([top - i for i in ids][: cfg.fast_max_tokens - 1] + [EOS_ID])
-        return out
 
     def embed_prefix(
         self,
@@ -248,7 +188,7 @@ class PiModel(nn.Module):
         if self.config.variant == "pi05" and self.config.state_mode == "continuous":
             parts.append(self.state_proj(state.to(self.dtype))[:, None])
             pads.append(torch.ones(b, 1, dtype=torch.bool, device=img.device))
-        parts.append(self.backbone.embed_tokens(tokens))
+        parts.append(self.embed_token_ids(tokens, token_kind))
         pads.append(token_pad.bool())
         embs, pad = torch.cat(parts, dim=1), torch.cat(pads, dim=1)
         kind = torch.full_like(pad, PROMPT, dtype=torch.long)
@@ -256,28 +196,63 @@ class PiModel(nn.Module):
             kind[:, -tokens.shape[1] :] = token_kind
         return Prefix(embs=embs, pad=pad, kind=kind, tokens=tokens)
 
-    def prefix_from_batch(
-        self,
-        batch: dict[str, Any],
-        advantage: list[bool | None] | None = None,
-        fast_ids: list[list[int]] | None = None,
-        response_ids: list[list[int]] | None = None,
-    ) -> Prefix:
-        """Images, prompts (+ response / FAST token ids) of a standard batch -> Prefix."""
+    def prefix_from_batch(self, batch: dict[str, Any], guidance: bool = False) -> Prefix:
+        """Images, state and token ids of a standard batch -> Prefix. guidance: the batch twice, first with its
+        (conditioned) tokens, then with its uncond_* tokens (classifier-free guidance)."""
         images, image_mask = self.prepare_images(batch)
-        prompts = self.build_prompts(batch, advantage)
-        tokens, pad, kind = self.prompt_tokenizer.encode(prompts, response_ids, fast_ids)
+        tokens, pad, kind = batch_tokens(batch)
+        state = batch["state"].float() if "state" in batch else None
+        if guidance:
+            u_tokens, u_pad, u_kind = batch_tokens(batch, UNCOND_PREFIX)
+            if u_tokens.shape != tokens.shape:
+                raise ValueError(
+                    f"batch['{UNCOND_PREFIX}tokens'] has shape {tuple(u_tokens.shape)}, batch['tokens'] "
+                    f"{tuple(tokens.shape)}: tokenize both with the same SampleTokenizer(guidance=True)"
+                )
+            kind = None if kind is None or u_kind is None else torch.cat([kind, u_kind])
+            tokens, pad = torch.cat([tokens, u_tokens]), torch.cat([pad, u_pad])
+            images, image_mask = torch.cat([images, images]), torch.cat([image_mask, image_mask])
+            state = None if state is None else torch.cat([state, state])
+        tokens, pad, kind = trim_token_padding(tokens, pad, kind)
         dev = images.device
-        state = batch["state"].to(dev).float() if "state" in batch else None
-        return self.embed_prefix(images, image_mask.to(dev), tokens.to(dev), pad.to(dev), kind.to(dev), state)
+        return self.embed_prefix(
+            images,
+            image_mask.to(dev),
+            tokens.to(dev),
+            pad.to(dev),
+            None if kind is None else kind.to(dev),
+            None if state is None else state.to(dev),
+        )
 
-    def response_token_ids(self, batch: dict[str, Any]) -> list[list[int]] | None:
-        """Token ids of batch["response"] (subtask / answer text) when the response head is trained."""
-        if self.config.response_loss_weight <= 0 or "response" not in batch:
-            return None
-        responses = batch["response"]
-        responses = [responses] if isinstance(responses, str) else list(responses)
-        return [self.prompt_tokenizer.response_ids(r, self.config.response_max_tokens) for r in responses]
+    def embed_token_ids(self, tokens: torch.Tensor, kind: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings (text scaled by sqrt(width)); FAST ids through the separate FAST embedding when the
+        config has one (fast_head "separate")."""
+        embs = self.backbone.embed_tokens(tokens)
+        if self.config.fast_head != "separate" or kind is None:
+            return embs
+        fast = self.fast_head.embed(tokens.clamp(0, self.config.fast_vocab_size - 1))
+        return torch.where((kind == FAST)[..., None], fast.to(embs.dtype), embs)
+
+    def fast_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """FAST-token logits of VLM hidden states (before the final norm), through the FAST head of the config."""
+        if self.config.fast_head != "separate":
+            return self.backbone.logits(hidden)
+        normed, _ = self.backbone.language_model.norm(hidden)
+        return self.fast_head.logits(normed)
+
+    def extend_prefix(self, prefix: Prefix, rows: list[list[int]], kind: int) -> Prefix:
+        """The prefix with each row's new token ids (response or FAST) placed right after its real tokens."""
+        n_tok = prefix.tokens.shape[1]
+        tokens, pad, kinds = append_tokens(
+            prefix.tokens, prefix.pad[:, -n_tok:], prefix.kind[:, -n_tok:], rows, kind
+        )
+        head_pad = prefix.pad[:, :-n_tok]
+        return Prefix(
+            embs=torch.cat([prefix.embs[:, :-n_tok], self.embed_token_ids(tokens, kinds)], dim=1),
+            pad=torch.cat([head_pad, pad], dim=1),
+            kind=torch.cat([torch.full_like(head_pad, PROMPT, dtype=torch.long), kinds], dim=1),
+            tokens=tokens,
+        )
 
     # ------------------------------------------------------------------ action expert
     def time_condition(self, t: torch.Tensor) -> torch.Tensor:
@@ -346,9 +321,10 @@ class PiModel(nn.Module):
     def forward(
         self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Training losses on a standard batch: flow matching (+ FAST cross-entropy), weighted into "loss"."""
+        """Training losses on a tokenized standard batch: flow matching (+ FAST / response cross-entropy on the
+        FAST / response token ids SampleTokenizer put in the batch), weighted into "loss"."""
         cfg = self.config
-        _require(batch, ("images", "prompt", "state", "actions"))
+        _require(batch, ("images", "state", "actions"))
         actions = batch["actions"].float()
         b, horizon, dim = actions.shape
         if (horizon, dim) != (cfg.chunk_size, cfg.max_action_dim):
@@ -357,10 +333,9 @@ class PiModel(nn.Module):
             )
         _check_finite(actions, "actions")
         dev = actions.device
-        fast_ids = self.fast_token_ids(actions) if cfg.uses_fast else None
-        response_ids = self.response_token_ids(batch)
-        prefix = self.prefix_from_batch(batch, self.training_advantages(batch), fast_ids, response_ids)
-        needs_hidden = cfg.uses_fast or response_ids is not None
+        prefix = self.prefix_from_batch(batch)
+        train_response = cfg.response_loss_weight > 0
+        needs_hidden = cfg.uses_fast or train_response
         hidden, kv = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=not needs_hidden)
         noise = torch.randn_like(actions) if noise is None else noise.to(dev).float()
         t = (
@@ -379,7 +354,7 @@ class PiModel(nn.Module):
             fast = self.token_loss(hidden, prefix, FAST)
             out["fast_loss"] = fast
             loss = loss + cfg.fast_loss_weight * fast
-        if response_ids is not None:
+        if train_response:
             response = self.token_loss(hidden, prefix, RESPONSE)
             out["response_loss"] = response
             loss = loss + cfg.response_loss_weight * response
@@ -391,9 +366,10 @@ class PiModel(nn.Module):
         ids = torch.zeros(prefix.pad.shape, dtype=torch.long, device=hidden.device)
         ids[:, prefix.pad.shape[1] - prefix.tokens.shape[1] :] = prefix.tokens
         targets_mask = (prefix.kind[:, 1:] == kind) & prefix.pad[:, 1:]
-        if not targets_mask.any():
+        score = self.fast_logits if kind == FAST else self.backbone.logits
+        logits = score(hidden[:, :-1][targets_mask]).float()
+        if logits.shape[0] == 0:  # no token of this kind in the batch (e.g. no sample has a response)
             return hidden.sum() * 0.0
-        logits = self.backbone.logits(hidden[:, :-1][targets_mask]).float()
         return F.cross_entropy(logits, ids[:, 1:][targets_mask])
 
     # ------------------------------------------------------------------ inference
@@ -405,38 +381,31 @@ class PiModel(nn.Module):
         num_steps: int | None = None,
         mode: Literal["flow", "fast"] = "flow",
         guidance_weight: float | None = None,
-        advantage: bool | None = None,
         predict_response: bool = False,
     ) -> torch.Tensor:
-        """Action chunks (B, chunk, max_action_dim).
+        """Action chunks (B, chunk, max_action_dim) for a batch tokenized by SampleTokenizer (no actions needed).
 
         mode "flow": Euler integration from t=1 (noise) to 0, the prefix run once and its KV cache reused.
         mode "fast": greedy KV-cached decoding of FAST tokens, then the inverse FAST transform.
-        guidance_weight w (needs advantage conditioning): v = v_uncond + w (v_cond - v_uncond), where the
-        conditioned prompt says "Advantage: positive" and the unconditioned one has no advantage line.
+        guidance_weight w (needs advantage conditioning): v = v_uncond + w (v_cond - v_uncond), with v_cond from
+        batch["tokens"] (tokenized with advantage=True) and v_uncond from batch["uncond_tokens"] / ["uncond_token_pad"]
+        / ["uncond_token_kind"] (no advantage line): SampleTokenizer(sample, advantage=True, guidance=True) makes both.
         predict_response: first decode the response / subtask text greedily and put it in the prefix.
         Dropout follows the module mode: call model.eval() for inference.
         """
         cfg = self.config
-        _require(batch, ("images", "prompt", "state"))
+        _require(batch, ("images", "state"))
         b = batch["images"].shape[0]
-        if advantage is None and cfg.advantage_conditioning:
-            advantage = True
-        advantages: list[bool | None] = [advantage] * b
-        if guidance_weight is not None:
-            if not cfg.advantage_conditioning:
-                raise ValueError("guidance_weight needs a model trained with advantage_conditioning=True")
-            batch, advantages = _repeat_batch(batch, 2), [True] * b + [None] * b
-        prefix = self.prefix_from_batch(batch, advantages)
+        guided = guidance_weight is not None
+        if guided and not cfg.advantage_conditioning:
+            raise ValueError("guidance_weight needs a model trained with advantage_conditioning=True")
+        prefix = self.prefix_from_batch(batch, guidance=guided).without_fast()
         if predict_response:
-            prefix = self.prefix_from_batch(
-                batch,
-                advantages,
-                response_ids=[
-                    [*ids, EOS_ID] for ids in self.generate_tokens(prefix, cfg.response_max_tokens)
-                ],
-            )
+            rows = [[*ids, EOS_ID] for ids in self._decode_responses(prefix)]
+            prefix = self.extend_prefix(prefix, rows, RESPONSE)
         state = batch["state"].float().to(prefix.embs.device)
+        if guided:
+            state = torch.cat([state, state])
         if mode == "fast":
             fast_ids = self.generate_fast_tokens(prefix)[:b]
             chunks = self.fast_tokenizer.decode(
@@ -456,7 +425,7 @@ class PiModel(nn.Module):
         dt = -1.0 / steps
         for k in range(steps):
             t = torch.full((x.shape[0],), 1.0 + k * dt, dtype=torch.float32, device=dev)
-            if guidance_weight is None:
+            if not guided:
                 v = self.velocity(kv, prefix.visible, x, t, state)
             else:
                 v2 = self.velocity(kv, prefix.visible, torch.cat([x, x]), torch.cat([t, t]), state)
@@ -466,69 +435,25 @@ class PiModel(nn.Module):
 
     @torch.no_grad()
     def generate_fast_tokens(self, prefix: Prefix) -> list[list[int]]:
-        """Greedy KV-cached decoding of FAST tokens; only FAST-range ids and <eos> can be chosen. Returns FAST ids."""
-        cfg = self.config
-        top = cfg.vocab_size - 1 - cfg.fast_skip_tokens
-        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=prefix.embs.device)
-        allowed[top - self.fast_tokenizer.vocab_size + 1 : top + 1] = True
-        allowed[EOS_ID] = True
-        seqs = self.generate_tokens(prefix, cfg.fast_max_tokens, allowed)
-        return [[top - i for i in seq] for seq in seqs]
+        """Greedy KV-cached decoding of FAST tokens after the prefix (see decoding.decode_fast). Returns FAST ids."""
+        return decode_fast(self, prefix)
 
     @torch.no_grad()
-    def generate_responses(self, batch: dict[str, Any], advantage: bool | None = None) -> list[list[int]]:
-        """Greedy KV-cached decoding of the response / subtask text after the prompt; token ids without <eos>."""
-        if advantage is None and self.config.advantage_conditioning:
-            advantage = True
-        prefix = self.prefix_from_batch(batch, [advantage] * batch["images"].shape[0])
-        return self.generate_tokens(prefix, self.config.response_max_tokens)
+    def generate_responses(self, batch: dict[str, Any]) -> list[list[int]]:
+        """Greedy KV-cached decoding of the response / subtask text after the prompt; token ids without <eos>
+        (SampleTokenizer.prompt_tokenizer.decode turns them into text)."""
+        return self._decode_responses(self.prefix_from_batch(batch).without_fast())
 
-    @torch.no_grad()
-    def generate_tokens(
-        self, prefix: Prefix, max_tokens: int, allowed: torch.Tensor | None = None
-    ) -> list[list[int]]:
-        """Greedy autoregressive decoding over the VLM after the prefix, reusing a growing KV cache.
-
-        Stops at <eos> (not returned) or after max_tokens; allowed (vocab,) bool restricts the choices.
-        """
-        lm = self.backbone.language_model
-        hidden, cache = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags)
-        b, n_tok = prefix.pad.shape
-        dev = hidden.device
-        last = (prefix.pad.long() * torch.arange(n_tok, device=dev)).argmax(dim=1)
-        logits = self.backbone.logits(hidden[torch.arange(b, device=dev), last])
-        keys_pad = prefix.pad
-        position = prefix.pad.sum(dim=1)
-        finished = torch.zeros(b, dtype=torch.bool, device=dev)
-        generated: list[torch.Tensor] = []
-        for _ in range(max_tokens):
-            scores = (
-                logits.float() if allowed is None else logits.float().masked_fill(~allowed, float("-inf"))
-            )
-            token = torch.where(
-                finished, torch.full_like(finished, EOS_ID, dtype=torch.long), scores.argmax(dim=-1)
-            )
-            generated.append(token)
-            finished |= token == EOS_ID
-            if finished.all():
-                break
-            keys_pad = torch.cat([keys_pad, torch.ones(b, 1, dtype=torch.bool, device=dev)], dim=1)
-            mask = additive_mask(keys_pad[:, None, :], hidden.dtype)
-            h, new_kv = lm(
-                self.backbone.embed_tokens(token[:, None]), position[:, None], mask, kv_prefix=cache
-            )
-            cache = [
-                (torch.cat([k0, k1], dim=2), torch.cat([v0, v1], dim=2))
-                for (k0, v0), (k1, v1) in zip(cache, new_kv)
-            ]
-            position = position + 1
-            logits = self.backbone.logits(h[:, 0])
-        return [_until_eos(seq) for seq in torch.stack(generated, dim=1).tolist()]
+    def _decode_responses(self, prefix: Prefix) -> list[list[int]]:
+        return greedy_decode(
+            self, prefix, self.config.response_max_tokens, self.backbone.logits, self.backbone.embed_tokens
+        )
 
 
 def _check_finite(tensor: torch.Tensor, name: str) -> None:
-    """Reject NaN / inf inputs with the batch key named (shape-only meta tensors are skipped)."""
-    if tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+    """Reject NaN / inf CPU inputs with the batch key named. Tensors on an accelerator are not checked: the check
+    would wait for the device every step (SampleTokenizer checks state and FAST actions on the CPU)."""
+    if tensor.device.type == "cpu" and not torch.isfinite(tensor).all():
         raise ValueError(f"batch['{name}'] contains NaN or inf")
 
 
@@ -537,32 +462,37 @@ def _require(batch: dict[str, Any], keys: tuple[str, ...]) -> None:
     if missing:
         raise KeyError(
             f"batch is missing {missing}; a standard batch has images, image_mask, state, state_dim, "
-            f"actions, action_dim, action_is_pad and prompt"
+            f"actions, action_dim, action_is_pad, prompt and the SampleTokenizer's tokens / token_pad / token_kind"
         )
 
 
-def _until_eos(seq: list[int]) -> list[int]:
-    return seq[: seq.index(EOS_ID)] if EOS_ID in seq else seq
+class SeparateFastHead(nn.Module):
+    """OpenTau's FAST branch: an own embedding of the FAST ids (not scaled by sqrt(width); id 0 is padding) and a
+    linear head scoring them from the VLM's final-norm output, computed in float32."""
 
+    def __init__(self, fast_vocab_size: int, width: int) -> None:
+        super().__init__()
+        self.discrete_action_embedding = nn.Embedding(fast_vocab_size, width, padding_idx=0)
+        self.da_head = nn.Linear(width, fast_vocab_size)
 
-def _repeat_batch(batch: dict[str, Any], times: int) -> dict[str, Any]:
-    """Concatenate a batch with itself (tensors along dim 0, prompt lists extended)."""
-    out: dict[str, Any] = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            out[key] = torch.cat([value] * times)
-        elif isinstance(value, (list, tuple)):
-            out[key] = list(value) * times
-        else:
-            out[key] = value
-    return out
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.discrete_action_embedding(ids)
+
+    def logits(self, normed: torch.Tensor) -> torch.Tensor:
+        return F.linear(normed.float(), self.da_head.weight.float(), self.da_head.bias.float())
 
 
 def _init_weights(module: nn.Module) -> None:
-    """Small normal init for linear/embedding weights, identity adaRMS modulation (checkpoints overwrite both)."""
+    """Small normal init for linear/embedding weights, identity adaRMS modulation, the separate FAST embedding as
+    OpenTau starts it (checkpoints overwrite all of it)."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
     if isinstance(module, AdaRMSNorm):
         module.reset_modulation()
+    if isinstance(module, SeparateFastHead):  # unscaled embedding: PyTorch's (and OpenTau's) unit normal init
+        embedding = module.discrete_action_embedding
+        nn.init.normal_(embedding.weight)
+        with torch.no_grad():
+            embedding.weight[embedding.padding_idx].zero_()

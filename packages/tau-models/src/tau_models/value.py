@@ -25,10 +25,11 @@ from tau_models.config import (
     GemmaConfig,
     VisionConfig,
     gemma_2b,
+    merge_overrides,
     tiny_vision,
 )
 from tau_models.images import resize_with_pad, to_model_range
-from tau_models.tokenizer import PromptTokenizer, clean_task
+from tau_models.sample import batch_tokens, trim_token_padding
 
 
 @dataclass
@@ -48,6 +49,10 @@ class ValueConfig:
     def __post_init__(self) -> None:
         if self.state_dim < 0:
             raise ValueError(f"ValueConfig.state_dim must be >= 0, got {self.state_dim}")
+
+    def architecture_fields(self) -> set[str]:
+        """Fields that decide the parameters or their shapes; the rest (dropout, dtype, tokenizer) are runtime."""
+        return {"vision", "vlm", "vocab_size", "num_bins", "state_dim"}
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": "tau_value", **dataclasses.asdict(self)}
@@ -101,7 +106,7 @@ def expected_value(logits: torch.Tensor) -> torch.Tensor:
 class ValueModel(nn.Module):
     """Distributional value function V(images, task) over num_bins return bins."""
 
-    def __init__(self, config: ValueConfig, prompt_tokenizer: PromptTokenizer | None = None) -> None:
+    def __init__(self, config: ValueConfig) -> None:
         super().__init__()
         self.config = config
         self.backbone = PaliGemmaBackbone(config.vision, config.vlm, config.vocab_size, config.dropout)
@@ -115,15 +120,17 @@ class ValueModel(nn.Module):
                     nn.init.zeros_(module.bias)
         if config.dtype == "bfloat16":
             self.to(torch.bfloat16)
-        self._prompt_tokenizer = prompt_tokenizer
 
-    @property
-    def prompt_tokenizer(self) -> PromptTokenizer:
-        if self._prompt_tokenizer is None:
-            self._prompt_tokenizer = PromptTokenizer(
-                self.config.tokenizer_name, self.config.tokenizer_max_length
-            )
-        return self._prompt_tokenizer
+    def module_groups(self) -> dict[str, list[str]]:
+        """Parameter-name prefixes of the groups tau-train's TrainConfig.freeze can name, as PiModel.module_groups:
+        "vision", "vlm", "language_model", and "head" (readout query, value head, state token)."""
+        head = ["value_query", "value_head."] + (["state_proj."] if self.state_proj is not None else [])
+        return {
+            "vision": ["backbone.vision_tower.", "backbone.projector."],
+            "vlm": ["backbone."],
+            "language_model": ["backbone.language_model."],
+            "head": head,
+        }
 
     @classmethod
     def from_policy(cls, policy: nn.Module, config: ValueConfig | None = None) -> ValueModel:
@@ -132,7 +139,7 @@ class ValueModel(nn.Module):
         config = config or ValueConfig(
             vision=pc.vision, vlm=pc.vlm, vocab_size=pc.vocab_size, tokenizer_name=pc.tokenizer_name
         )
-        model = cls(config, getattr(policy, "_prompt_tokenizer", None))
+        model = cls(config)
         model.backbone.load_state_dict(policy.backbone.state_dict())
         policy_state = getattr(policy, "state_proj", None)
         if model.state_proj is not None and policy_state is not None and policy_state.weight.shape[0] == (
@@ -144,7 +151,8 @@ class ValueModel(nn.Module):
         return model
 
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """(B, num_bins) return-bin logits for a standard batch (images, image_mask, prompt; state if used)."""
+        """(B, num_bins) return-bin logits for a standard batch (images, image_mask, the token ids that
+        SampleTokenizer(value_config) made from the prompt; state if used)."""
         images = batch["images"]
         if images.ndim != 5:
             raise ValueError(f"batch['images'] must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
@@ -152,18 +160,17 @@ class ValueModel(nn.Module):
         images = to_model_range(resize_with_pad(images.float(), self.config.vision.image_size)).to(dtype)
         b, dev = images.shape[0], images.device
         image_mask = batch.get("image_mask", torch.ones(images.shape[:2], dtype=torch.bool)).bool().to(dev)
-        tasks = batch["prompt"]
-        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        tokens, token_pad, _ = self.prompt_tokenizer.encode([f"Task: {clean_task(t)};\n" for t in tasks])
+        tokens, token_pad, _ = trim_token_padding(*batch_tokens(batch))
+        tokens, token_pad = tokens.to(dev), token_pad.to(dev).bool()
         img = self.backbone.embed_images(images)
         per_cam = img.shape[1] // images.shape[1]
         query = self.value_query.to(dtype)[None, None].expand(b, 1, -1)
-        parts = [img, self.backbone.embed_tokens(tokens.to(dev))]
+        parts = [img, self.backbone.embed_tokens(tokens)]
         if self.state_proj is not None:
             parts.append(self.state_proj(self._state(batch, b).to(dev, dtype))[:, None])
         embs = torch.cat([*parts, query], dim=1)
         extra = torch.ones(b, embs.shape[1] - img.shape[1] - tokens.shape[1], dtype=torch.bool, device=dev)
-        pad = torch.cat([image_mask.repeat_interleave(per_cam, dim=1), token_pad.to(dev), extra], dim=1)
+        pad = torch.cat([image_mask.repeat_interleave(per_cam, dim=1), token_pad, extra], dim=1)
         flags = torch.zeros_like(pad)
         flags[:, -1] = True
         hidden, _ = self.backbone.run_prefix(embs, pad, flags)
@@ -199,8 +206,9 @@ class ValueModel(nn.Module):
         return save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | Path, strict: bool = True) -> ValueModel:
-        """Load a value model saved by save_pretrained (folder or hub id)."""
+    def from_pretrained(cls, path_or_hub_id: str | Path, *, strict: bool = True, **overrides: Any) -> ValueModel:
+        """Load a value model saved by save_pretrained (folder or hub id); runtime overrides (dropout, dtype,
+        tokenizer fields) are merged into the saved config before the model is built, architecture ones refused."""
         from tau_models.checkpoint import (
             load_state,
             read_config_json,
@@ -215,6 +223,6 @@ class ValueModel(nn.Module):
             raise ValueError(
                 f"{folder}/config.json: model_type must be 'tau_value', got {raw.get('model_type')!r}"
             )
-        model = cls(ValueConfig.from_dict(raw))
+        model = cls(merge_overrides(ValueConfig.from_dict(raw), overrides, str(folder / "config.json")))
         load_state(model, read_weights(folder), "tau", str(folder), strict)
         return model
