@@ -24,7 +24,7 @@ from tau_rl.layout import RunLayout
 from tau_rl.policy_adapter import PiPolicy
 from tau_rl.recap import run_recap
 from tau_rl.returns import ReturnConfig, frame_returns, normalised_returns
-from tau_rl.rollouts import CollectConfig, RolloutEpisode, collect_rollouts, write_episodes
+from tau_rl.rollouts import CollectConfig, collect_rollouts, write_episodes
 from tau_rl.threshold import AdvantageThreshold, choose_threshold
 
 __version__ = "0.1.0"
@@ -38,7 +38,6 @@ __all__ = [
     "PolicyStageConfig",
     "RecapConfig",
     "ReturnConfig",
-    "RolloutEpisode",
     "RunLayout",
     "TrainingSettings",
     "ValueStageConfig",
