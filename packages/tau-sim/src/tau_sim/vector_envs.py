@@ -35,16 +35,25 @@ class EnvFailure(Exception):
 
 
 class _AsyncEnvs(gym.vector.AsyncVectorEnv):
-    """AsyncVectorEnv whose start-up handshake runs after construction and under a timeout (gymnasium's runs inside
-    __init__ and waits forever), so that a worker dying while it builds its env can be told apart and replaced."""
+    """AsyncVectorEnv whose start-up handshake has a timeout (gymnasium's waits forever) and keeps its error in
+    `start_error` instead of raising it out of __init__, so that the caller can still tell which worker died.
+
+    The handshake must stay inside __init__: the workers unpickle the observation buffers' locks, which gymnasium
+    only keeps alive until __init__ returns."""
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], context: str | None, timeout: float) -> None:
+        self.start_timeout = timeout
+        self.start_error: Exception | None = None
+        super().__init__(env_fns, context=context)
 
     def _check_spaces(self) -> None:
-        """Deferred to `start`."""
-
-    def start(self, timeout: float) -> None:
         """Wait until every worker has built its env and answers, then check they agree on the spaces."""
-        self.call_async("observation_space")
-        spaces = self.call_wait(timeout=timeout)
+        try:
+            self.call_async("observation_space")
+            spaces = self.call_wait(timeout=self.start_timeout)
+        except Exception as error:
+            self.start_error = error
+            return
         if any(space != self.single_observation_space for space in spaces):
             raise RuntimeError(f"sub-envs of one task disagree on their observation space: {spaces}")
 
@@ -105,17 +114,14 @@ class VectorEnvs:
         if not self.use_async:
             self.vec = gym.vector.SyncVectorEnv(self.env_fns)
             return self.vec
-        vec = _AsyncEnvs(self.env_fns, context=self.mp_context)
-        try:
-            vec.start(self.timeout_s)
-        except Exception as error:
-            failures = _diagnose(vec, error)
-            self.vec = vec
+        vec = _AsyncEnvs(self.env_fns, context=self.mp_context, timeout=self.timeout_s)
+        self.vec = vec
+        if vec.start_error is not None:
+            failures = _diagnose(vec, vec.start_error)
             self.close(broken=True)
             if not failures:
-                raise
-            raise EnvFailure(failures, START_UP) from error
-        self.vec = vec
+                raise vec.start_error
+            raise EnvFailure(failures, START_UP) from vec.start_error
         return vec
 
     @property
