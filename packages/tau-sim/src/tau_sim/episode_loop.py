@@ -144,7 +144,7 @@ def _takeovers(envs: VectorEnvs, jobs: Sequence[EpisodeJob], prompts: list[str],
     limits = envs.attribute("max_episode_steps")
     return [
         Takeover(config.takeover, job.task, prompt, job.seed, int(limit))
-        for job, prompt, limit in zip(jobs, prompts, limits, strict=False)
+        for job, prompt, limit in zip(jobs, prompts, limits[: len(jobs)], strict=True)
     ]
 
 

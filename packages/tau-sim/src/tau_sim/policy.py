@@ -19,8 +19,9 @@ class Policy(Protocol):
     Optional keyword: a policy whose `act` accepts `action_prefix` (or **kwargs) is also given a float32
     (B, k, action_dim) array: the actions the envs will execute while this call "computes" (k = latency_steps;
     k = 0, an empty array, at a wave's first call or without latency). Index j of the returned chunk is aligned with
-    prefix[:, j] (both are the action at the same future step), and the loop executes the new chunk from index k on;
-    real-time-chunking policies condition on the prefix so the two chunks join smoothly.
+    prefix[:, j] (both are the action at the same future step), and the loop executes the new chunk from index k on
+    (a wave's first chunk from index 0); real-time-chunking policies condition on the prefix so the two chunks join
+    smoothly.
     """
 
     def reset(self) -> None: ...
