@@ -65,12 +65,9 @@ def stats_command(dataset: str) -> None:
 @click.option("--layout", default=None, type=click.Choice(LAYOUTS),
               help="Tabletop scene layout: 'fixed' (default) keeps each colour in its slot, 'slots' shuffles them, "
                    "'uniform' places everything anywhere.")
-@click.option("--state-key", default="state", show_default=True,
-              help="Observation entry written as observation.state: 'state', or 'privileged' (tabletop: end-effector "
-                   "plus block and target positions, as apps/train's default demonstrations).")
 def generate_command(output: str, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
                      action_noise: float, mistake_rate: float, image_size: int | None, max_steps: int | None,
-                     layout: str | None, state_key: str) -> None:
+                     layout: str | None) -> None:
     """Write scripted tau-sim demonstrations (successes and failures) as a LeRobot v3.0 dataset."""
     if Path(output).exists():
         raise click.ClickException(f"{output} already exists; choose a new folder")
@@ -81,7 +78,7 @@ def generate_command(output: str, suite: str, tasks: str | None, episodes_per_ta
     options = (("image_size", image_size), ("max_episode_steps", max_steps), ("layout", layout))
     env_kwargs = {k: v for k, v in options if v is not None}
     summary = write_demo_dataset(output, task_ids, episodes_per_task, seed, ExpertConfig(action_noise, mistake_rate),
-                                 env_kwargs, state_key)
+                                 env_kwargs)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"dataset written to {output}")
 
@@ -99,11 +96,10 @@ def convert_command(source: str, destination: str) -> None:
 
 
 def write_demo_dataset(output: str | Path, task_ids: list[str], episodes_per_task: int, seed: int,
-                       expert: ExpertConfig, env_kwargs: dict, state_key: str = "state") -> dict:
+                       expert: ExpertConfig, env_kwargs: dict) -> dict:
     """Run the scripted expert on every task and write the episodes (RECAP rewards included) as one dataset."""
     try:
-        episodes = generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert, env_kwargs=env_kwargs,
-                                  state_key=state_key)
+        episodes = generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert, env_kwargs=env_kwargs)
         return write_episodes(episodes, output, failure_penalty=0.0)
     except (KeyError, ValueError) as error:
         raise click.ClickException(str(error)) from error

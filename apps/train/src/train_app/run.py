@@ -10,8 +10,8 @@ from tau_data import LeRobotDataset, MixtureConfig, MixtureDataset, make_loader
 from tau_models import PiConfig, PiModel, from_pretrained, pi0_config, pi05_config, tiny_pi0_config, tiny_pi05_config
 from tau_models.local_tokenizer import build_local_tokenizer
 from tau_rl.models import PolicyBundle
-from tau_rl.rollouts import write_episodes
-from tau_sim import ExpertConfig, generate_demos, suite_tasks
+from tau_rl.rollouts import CollectConfig, collect_rollouts, write_episodes
+from tau_sim import ExpertConfig, TabletopExpertPolicy, suite_tasks
 from tau_train import LoaderSpec, Trainer
 
 from train_app.config import TrainAppConfig
@@ -30,8 +30,9 @@ def ensure_demos(config: TrainAppConfig) -> None:
         return
     demos = config.demos
     log.info("generating %d demonstrations per task of suite %s into %s", demos.episodes_per_task, demos.suite, root)
-    episodes = generate_demos(suite_tasks(demos.suite), demos.episodes_per_task, seed=demos.seed,
-                              expert=ExpertConfig(demos.action_noise, demos.mistake_rate), state_key=config.state_key)
+    expert = TabletopExpertPolicy(ExpertConfig(demos.action_noise, demos.mistake_rate), seed=demos.seed)
+    collect = CollectConfig(episodes_per_task=demos.episodes_per_task, seed=demos.seed, state_key=config.state_key)
+    episodes = collect_rollouts(expert, suite_tasks(demos.suite), collect, env_kwargs={"privileged_obs": True})
     write_episodes(episodes, root, failure_penalty=0.0)
 
 
