@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from tau_sim import TABLETOP_TASKS, ExpertConfig, TabletopEnv, run_expert_episode  # noqa: E402
+from tau_sim import TABLETOP_TASKS, ExpertConfig, TabletopEnv, generate_demos, suite_tasks  # noqa: E402
 from tau_sim.eval_report import package_versions  # noqa: E402
 
 
@@ -38,14 +38,8 @@ def tabletop_steps_per_second(image_size: int, steps: int) -> tuple[float, float
 
 def expert_success(config: ExpertConfig, episodes_per_task: int) -> tuple[float, float]:
     """(success rate, mean episode length) of the scripted expert over every tabletop task."""
-    wins, lengths = 0, []
-    for name in TABLETOP_TASKS:
-        env = TabletopEnv(name, image_size=16)
-        for seed in range(episodes_per_task):
-            success, steps = run_expert_episode(env, config, seed)
-            wins += success
-            lengths.append(steps)
-    return wins / (len(TABLETOP_TASKS) * episodes_per_task), float(np.mean(lengths))
+    episodes = list(generate_demos(suite_tasks("tabletop"), episodes_per_task, expert=config, env_kwargs={"image_size": 16}))
+    return float(np.mean([e.success for e in episodes])), float(np.mean([len(e) for e in episodes]))
 
 
 def libero_steps_per_second(steps: int) -> None:
@@ -75,7 +69,7 @@ def learnability(suite: str, demos: int, iterations: int) -> None:
     import torch
     from torch import nn
 
-    from tau_sim import EvalConfig, evaluate, generate_demos, suite_tasks
+    from tau_sim import EvalConfig, evaluate
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

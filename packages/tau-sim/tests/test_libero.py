@@ -4,12 +4,30 @@ where it is absent, deselect with `-m "not libero"` (the tests fail with the ins
 import numpy as np
 import pytest
 
-from tau_sim import EvalConfig, ExpertConfig, evaluate, generate_demos, make_env
+from tau_sim import (
+    EvalConfig,
+    ExpertConfig,
+    LoopConfig,
+    TakeoverConfig,
+    evaluate,
+    generate_demos,
+    make_env,
+    plan_jobs,
+    run_episodes,
+)
 from tau_sim.libero_env import MAX_EPISODE_STEPS, quat_to_axis_angle
-from tau_sim.libero_expert import LiberoExpert, LiberoExpertPolicy
+from tau_sim.libero_expert import BOWL_GRASP, GraspParams, LiberoExpert, LiberoExpertPolicy, grasp_params_for
 
 pytestmark = pytest.mark.libero
 FAST = {"image_size": 32, "fast_render": True}
+
+
+class ZeroPolicy:
+    def reset(self):
+        pass
+
+    def act(self, observation, prompts):
+        return np.zeros((len(prompts), 1, 7), dtype=np.float32)
 
 
 def test_quat_to_axis_angle():
@@ -92,4 +110,21 @@ def test_vectorised_evaluation_and_demos_on_libero():
     (episode,) = generate_demos(["libero_object/0"], 1, env_kwargs={**FAST, "max_episode_steps": 4})
     assert episode.images.shape == (4, 2, 32, 32, 3) and episode.actions.shape == (4, 7)
     assert episode.camera_names == ("agentview", "robot0_eye_in_hand") and not episode.success
-    assert episode.versions["mujoco"] and episode.instruction.startswith("pick up the alphabet soup")
+    assert episode.instruction.startswith("pick up the alphabet soup") and episode.fps == 20
+
+
+def test_libero_expert_takes_over_through_the_loop():
+    takeover = TakeoverConfig(rate=1.0, window=(0.5, 0.5))
+    config = LoopConfig(num_envs=1, use_async=False, record=True, takeover=takeover,
+                        env_kwargs={**FAST, "max_episode_steps": 6, "num_steps_wait": 2})
+    (result,) = run_episodes(ZeroPolicy(), plan_jobs(["libero_object/0"], 1, 0), config)
+    episode = result.episode
+    assert episode.intervention.tolist() == [False] * 3 + [True] * 3
+    assert not episode.actions[:3].any() and episode.actions[3:, 6].tolist() == [-1.0] * 3  # gripper open
+    assert np.abs(episode.actions[3:, :3]).max() > 0.1  # the expert moves towards the object
+
+
+def test_grasp_follows_the_grasped_object_of_the_instruction():
+    assert grasp_params_for("put the cream cheese in the bowl") == GraspParams()
+    assert grasp_params_for("pick up the black bowl next to the plate and place it on the plate") == BOWL_GRASP
+    assert grasp_params_for("akita_black_bowl_1") == BOWL_GRASP

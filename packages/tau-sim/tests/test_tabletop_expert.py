@@ -1,16 +1,13 @@
 import numpy as np
 import pytest
 
-from tau_sim import ExpertConfig, TabletopEnv, TabletopExpert, run_expert_episode
-from tau_sim.tabletop_tasks import TABLETOP_TASKS
+from tau_sim import ExpertConfig, TabletopEnv, TabletopExpert, generate_demos, suite_tasks
 
 
 def _success_rate(config: ExpertConfig, episodes_per_task: int, layout: str = "slots") -> float:
-    wins = 0
-    for name in TABLETOP_TASKS:
-        env = TabletopEnv(name, image_size=16, layout=layout)
-        wins += sum(run_expert_episode(env, config, seed)[0] for seed in range(episodes_per_task))
-    return wins / (len(TABLETOP_TASKS) * episodes_per_task)
+    tasks = suite_tasks("tabletop")
+    episodes = generate_demos(tasks, episodes_per_task, expert=config, env_kwargs={"image_size": 8, "layout": layout})
+    return sum(e.success for e in episodes) / (len(tasks) * episodes_per_task)
 
 
 @pytest.mark.parametrize("layout", ["fixed", "slots", "uniform"])

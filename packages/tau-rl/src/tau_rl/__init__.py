@@ -23,7 +23,7 @@ from tau_rl.config import (
 from tau_rl.layout import RunLayout
 from tau_rl.recap import run_recap
 from tau_rl.returns import ReturnConfig, frame_returns, normalised_returns, recap_columns
-from tau_rl.rollouts import CollectConfig, RolloutEpisode, collect_rollouts
+from tau_rl.rollouts import CollectConfig, collect_rollouts
 from tau_rl.threshold import AdvantageThreshold, choose_threshold
 
 __version__ = "0.1.0"
@@ -36,7 +36,6 @@ __all__ = [
     "PolicyStageConfig",
     "RecapConfig",
     "ReturnConfig",
-    "RolloutEpisode",
     "RunLayout",
     "TrainingSettings",
     "ValueStageConfig",

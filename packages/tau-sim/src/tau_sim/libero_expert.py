@@ -9,12 +9,13 @@ somewhere on the way to the target.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from tau_sim.tabletop_expert import ExpertConfig
+from tau_sim.expert_policy import ExpertConfig, ExpertPolicy
 
 GAIN = 1.5 / 0.05  # action per metre of position error (actions are scaled to 5 cm per step)
 OPEN, CLOSED = -1.0, 1.0
@@ -33,8 +34,11 @@ class GraspParams:
 BOWL_GRASP = GraspParams(grasp_xy=(0.0, 0.045), grasp_dz=0.035, place_dz=0.08)
 
 
-def grasp_params_for(object_name: str) -> GraspParams:
-    return BOWL_GRASP if "bowl" in object_name.lower() else GraspParams()
+def grasp_params_for(text: str) -> GraspParams:
+    """Grasp parameters for an object name or an instruction: in "put the cream cheese in the bowl" the grasped
+    object is the one named before the first " in " / " on " / " into " / " onto "."""
+    grasped = re.split(r" (?:in|on|into|onto) ", text.lower(), maxsplit=1)[0]
+    return BOWL_GRASP if "bowl" in grasped else GraspParams()
 
 
 @dataclass
@@ -129,30 +133,13 @@ class LiberoExpert:
         return action.astype(np.float32)
 
 
-class LiberoExpertPolicy:
-    """The LIBERO expert behind the Policy interface; needs envs built with `privileged_obs=True`.
+class LiberoExpertPolicy(ExpertPolicy):
+    """The LIBERO expert behind the Policy interface; needs envs built with `privileged_obs=True`."""
 
-    Each episode's randomness is seeded from `seed` and its initial privileged state, so fixed episode seeds give
-    the same episodes whatever the batching.
-    """
+    def new_expert(self, prompt: str, rng: np.random.Generator) -> LiberoExpert:
+        expert = LiberoExpert(self.config)
+        expert.reset(prompt, rng)
+        return expert
 
-    def __init__(self, config: ExpertConfig = ExpertConfig(), seed: int = 0) -> None:
-        self.config = config
-        self.seed = seed
-        self.experts: list[LiberoExpert] = []
-
-    def reset(self) -> None:
-        self.experts = []
-
-    def act(self, observation: dict[str, np.ndarray], prompts: list[str]) -> np.ndarray:
-        if "privileged" not in observation:
-            raise KeyError(
-                "LiberoExpertPolicy needs the 'privileged' observation: build envs with privileged_obs=True"
-            )
-        if not self.experts:
-            self.experts = [LiberoExpert(self.config) for _ in prompts]
-            for expert, prompt, start in zip(self.experts, prompts, observation["privileged"], strict=True):
-                key = zlib.crc32(np.round(np.asarray(start, dtype=np.float64), 4).tobytes())
-                expert.reset(prompt, np.random.default_rng([self.seed, key]))
-        actions = [expert.act(p) for expert, p in zip(self.experts, observation["privileged"], strict=True)]
-        return np.stack(actions)[:, None, :]
+    def layout_key(self, start: np.ndarray) -> int:
+        return zlib.crc32(np.round(np.asarray(start, dtype=np.float64), 4).tobytes())

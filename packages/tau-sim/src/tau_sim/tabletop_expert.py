@@ -10,11 +10,10 @@ rate is about (1 - mistake_rate) x the success rate at that action noise (~1.0 f
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tau_sim.expert_policy import ExpertConfig, ExpertPolicy
 from tau_sim.tabletop_tasks import (
     BLOCK_COLORS,
     BLOCK_RADIUS,
@@ -25,28 +24,11 @@ from tau_sim.tabletop_tasks import (
     task_from_instruction,
 )
 
-if TYPE_CHECKING:
-    from tau_sim.tabletop_env import TabletopEnv
-
 CONTACT = BLOCK_RADIUS + EE_RADIUS
 APPROACH_GAP = 0.04
 DETOUR_GAP = 0.07
 PUSH_ALONG = 0.6  # push when behind the block by more than this x CONTACT ...
 PUSH_LATERAL = 0.4  # ... and off the block->goal line by less than this x CONTACT (inside the friction cone)
-
-
-@dataclass(frozen=True)
-class ExpertConfig:
-    """Imperfection knobs of the scripted expert."""
-
-    action_noise: float = 0.0
-    mistake_rate: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.action_noise < 0:
-            raise ValueError(f"ExpertConfig.action_noise must be >= 0, got {self.action_noise}")
-        if not 0.0 <= self.mistake_rate <= 1.0:
-            raise ValueError(f"ExpertConfig.mistake_rate must be in [0, 1], got {self.mistake_rate}")
 
 
 def _move_action(ee: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -117,45 +99,16 @@ def _segment_distance(point: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(point - (a + t * ab)))
 
 
-def run_expert_episode(env: TabletopEnv, config: ExpertConfig, seed: int) -> tuple[bool, int]:
-    """Reset `env` with `seed` and let the scripted expert act until the episode ends; returns (success, steps).
+class TabletopExpertPolicy(ExpertPolicy):
+    """The tabletop expert behind the Policy interface; needs envs built with `privileged_obs=True`.
 
-    The expert's own randomness is seeded from `seed` and the task name, so an episode is reproducible.
-    """
-    env.reset(seed=seed)
-    expert = TabletopExpert(config)
-    expert.reset(env.task, np.random.default_rng([seed, zlib.crc32(env.task.name.encode())]))
-    while True:
-        _, _, terminated, truncated, _ = env.step(expert.act(env.privileged_state()))
-        if terminated or truncated:
-            return bool(terminated), env.elapsed_steps
-
-
-class TabletopExpertPolicy:
-    """The scripted expert behind the Policy interface; needs envs built with `privileged_obs=True`.
-
-    It reads the task from each prompt, so one instance serves any mix of tabletop tasks. Each episode's randomness
-    (noise, mistakes) is seeded from `seed` and the episode's initial layout, so fixed episode seeds give the same
-    episodes whatever the batching.
+    It reads the task from each prompt, so one instance serves any mix of tabletop tasks.
     """
 
-    def __init__(self, config: ExpertConfig = ExpertConfig(), seed: int = 0) -> None:
-        self.config = config
-        self.seed = seed
-        self.experts: list[TabletopExpert] = []
+    def new_expert(self, prompt: str, rng: np.random.Generator) -> TabletopExpert:
+        expert = TabletopExpert(self.config)
+        expert.reset(task_from_instruction(prompt), rng)
+        return expert
 
-    def reset(self) -> None:
-        self.experts = []
-
-    def act(self, observation: dict[str, np.ndarray], prompts: list[str]) -> np.ndarray:
-        if "privileged" not in observation:
-            raise KeyError(
-                "TabletopExpertPolicy needs the 'privileged' observation: build envs with privileged_obs=True"
-            )
-        if not self.experts:
-            self.experts = [TabletopExpert(self.config) for _ in prompts]
-            for expert, prompt, start in zip(self.experts, prompts, observation["privileged"], strict=True):
-                layout_key = zlib.crc32(np.asarray(start, dtype=np.float32).tobytes())
-                expert.reset(task_from_instruction(prompt), np.random.default_rng([self.seed, layout_key]))
-        actions = [expert.act(p) for expert, p in zip(self.experts, observation["privileged"], strict=True)]
-        return np.stack(actions)[:, None, :]
+    def layout_key(self, start: np.ndarray) -> int:
+        return zlib.crc32(np.asarray(start, dtype=np.float32).tobytes())
