@@ -188,10 +188,10 @@ def bc_control(config: RecapConfig) -> None:
         folder = layout.root / "control_bc" / f"round_{k:03d}"
         if not (folder / "policy" / "bundle.json").is_file():
             bundle = PolicyBundle.load(previous)
-            behaviour_clone(config, layout, bundle.model, config.policy.finetune, folder / "train",
-                            config.seed + 100 + k, bundle.normalizer)
+            model, _, _ = behaviour_clone(config, layout, bundle.model, config.policy.finetune, folder / "train",
+                                          config.seed + 100 + k, bundle.normalizer)
             provenance = Provenance(source=str(previous), step=config.policy.finetune.steps)
-            dataclasses.replace(bundle, provenance=provenance).save(folder / "policy")
+            dataclasses.replace(bundle, model=model, provenance=provenance).save(folder / "policy")
         steps = k * config.policy.finetune.steps
         print(f"| behaviour cloning, +{steps} steps | {_evaluate(config, folder / 'policy', 1.0)}")
         previous = folder / "policy"

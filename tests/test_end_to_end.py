@@ -137,5 +137,5 @@ def test_train_refuses_architecture_overrides_on_a_pretrained_policy(trained: Pa
         "train.output_dir=" + str(trained / "refused"), "demos=null",
         "data.datasets=[{path: " + str(trained / "demos") + "}]",
     ])
-    assert result.exit_code != 0 and "change the architecture of the pretrained checkpoint" in result.output
+    assert result.exit_code != 0 and "changes the architecture of the checkpoint" in result.output
     assert not (trained / "refused" / "checkpoints").exists()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import pickle
 
 import numpy as np
 import pytest
 import torch
 from tau_data import DatasetSpec, MixtureConfig, MixtureDataset, NormMode, Normalizer, build_sample, make_loader
+from tau_data.loader import draw_seed
 from tau_models import resize_with_pad
 from tau_models.sample import SAMPLE_KEYS
 
@@ -72,33 +71,36 @@ def test_bad_frames_are_named(change, message):
 
 
 class Tag:
-    """A picklable transform: adds a constant entry and scales the state (so its effect is visible)."""
+    """A picklable transform: scales the state and records the draw seed it was given (so its effect is visible)."""
 
     def __init__(self, scale: float) -> None:
         self.scale = scale
 
-    def __call__(self, sample: dict) -> dict:
-        return {**sample, "state": sample["state"] * self.scale, "tagged": torch.tensor(self.scale)}
+    def __call__(self, sample: dict, *, rng: int) -> dict:
+        return {**sample, "state": sample["state"] * self.scale, "seed": torch.tensor(rng)}
 
 
-def _mixture(root, transform=None) -> MixtureDataset:
+def _mixture(root) -> MixtureDataset:
     spec = DatasetSpec(path=str(root), cameras=["observation.images.top"])
     return MixtureDataset(MixtureConfig(datasets=[spec], num_cameras=1, image_size=(16, 16), max_state_dim=16,
-                                        max_action_dim=16, chunk_size=4), transform=transform)
+                                        max_action_dim=16, chunk_size=4))
 
 
-def test_mixture_runs_its_transform_last_and_pickles_with_it(robot_b):
-    plain, tagged = _mixture(robot_b), _mixture(robot_b, Tag(2.0))
-    a, b = plain[(0, 5, None)], tagged[(0, 5, None)]
-    torch.testing.assert_close(b["state"], 2 * a["state"])
-    assert torch.equal(a["images"], b["images"]) and float(b["tagged"]) == 2.0
-    clone = pickle.loads(pickle.dumps(_mixture(robot_b, functools.partial(Tag, 3.0)())))
-    assert float(clone[(0, 5, None)]["tagged"]) == 3.0
+def test_draw_seed_is_the_samplers_seed_or_made_from_the_index():
+    assert draw_seed((0, 5, 123)) == 123 and draw_seed(7) == 7
+    assert draw_seed((1, 5)) != draw_seed((0, 5))
 
 
-def test_loader_workers_run_the_transform(robot_b):
-    """Spawned workers get the dataset (and its transform) pickled and run the transform themselves."""
-    loader = make_loader(_mixture(robot_b, Tag(0.5)), batch_size=4, num_workers=1, seed=0, samples_per_epoch=8,
-                         multiprocessing_context="spawn", timeout=120)
-    batches = list(loader)
-    assert len(batches) == 2 and batches[0]["tagged"].tolist() == [0.5] * 4
+def test_loader_workers_run_the_transform_with_each_draws_seed(robot_b):
+    """Spawned workers get the transform pickled and run it on every sample with the sampler's per-draw seed, so a
+    resumed loader hands the transform the same seeds again."""
+    mixture = _mixture(robot_b)
+    options = dict(batch_size=4, num_workers=1, seed=0, samples_per_epoch=8, multiprocessing_context="spawn",
+                   timeout=120)
+    loader = make_loader(mixture, transform=Tag(0.5), **options)
+    plain = make_loader(mixture, **options)
+    batches, expected, again = list(loader), list(plain), list(make_loader(mixture, transform=Tag(0.5), **options))
+    assert len(batches) == 2
+    torch.testing.assert_close(batches[0]["state"], 0.5 * expected[0]["state"])
+    seeds = [int(s) for b in batches for s in b["seed"]]
+    assert len(set(seeds)) == 8 and seeds == [int(s) for b in again for s in b["seed"]]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import ROBOT_A, ROBOT_B, mixture, tiny_model
 from tau_data import Normalizer
-from tau_models import resize_with_pad, save_pretrained
+from tau_models import SampleTokenizer, resize_with_pad, save_pretrained
 from tau_policy import (BUNDLE_FORMAT, PolicyBundle, Provenance, load_policy, read_layouts, read_model_config)
 
 
@@ -133,6 +133,7 @@ def test_old_tau_rl_bundle_folders_still_load(two_robots, tmp_path):
     state[:, :3] = mix.normalizer.normalize(obs["observation.state"], mix.heads[0], "state")
     batch = {"images": resize_with_pad(pixels, 28), "image_mask": torch.ones(2, 2, dtype=torch.bool),
              "state": torch.from_numpy(state), "state_dim": torch.tensor([3, 3]), "prompt": ["a", "b"]}
+    batch = SampleTokenizer(model.config).tokenize_batch(batch, advantage=None)
     expected = model.sample_actions(batch, noise=noise)[:, :, :2].numpy()
     expected = np.clip(mix.normalizer.unnormalize(expected, mix.heads[0], "actions"), -1, 1)
     np.testing.assert_allclose(actions, expected, atol=1e-5)

@@ -1,9 +1,8 @@
-import random
-
 import numpy as np
 import pytest
 import torch
 from conftest import shared_dir
+from tau_models import SampleTokenizer
 from tau_models.config import tiny_pi05_config
 from tau_models.flow import guided_velocity
 from tau_models.pi0 import PiModel
@@ -46,27 +45,27 @@ def test_model_settings_per_mode():
         model_conditioning("conditioned", 1.0)
 
 
-def test_conditioning_dropout_rate_is_thirty_percent_in_training_and_zero_in_eval():
-    model = _tiny_policy("conditioned").train()
-    random.seed(0)
-    labels = [bool(x) for x in torch.rand(4000) < 0.3]
-    drawn = model.training_advantages({"advantage_positive": torch.tensor(labels)})
+def test_conditioning_dropout_rate_is_thirty_percent_in_training_and_none_when_acting():
+    tokenize = SampleTokenizer(_tiny_policy("conditioned").config)
+    rng = np.random.default_rng(0)
+    labels = [bool(x) for x in rng.random(4000) < 0.3]
+    drawn = [tokenize.advantage_line({"advantage_positive": torch.tensor(label)}, "label", int(seed))
+             for label, seed in zip(labels, rng.integers(0, 2**62, size=len(labels)))]
     dropped = sum(a is None for a in drawn) / len(drawn)
     assert dropped == pytest.approx(0.3, abs=0.025)
     assert all(a == label for a, label in zip(drawn, labels) if a is not None)
-    model.eval()
-    assert model.training_advantages({"advantage_positive": torch.tensor(labels)}) == labels
+    # acting asks for a line explicitly: no dropout
+    assert all(tokenize.advantage_line({}, True, None) is True for _ in range(20))
 
 
 def test_prompts_carry_the_indicator_and_positive_mode_never_drops():
-    model = _tiny_policy("positive").train()
-    batch = _batch(3, [True, True, True])
-    advantages = model.training_advantages(batch)
-    assert advantages == [True, True, True]
-    prompts = model.build_prompts(batch, [True, False, None])
+    tokenize = SampleTokenizer(_tiny_policy("positive").config)
+    sample = {k: v[0] for k, v in _batch(1, [True]).items()}
+    assert all(tokenize.advantage_line(sample, "label", seed) is True for seed in range(50))
+    prompts = [tokenize.prompt_text(sample, a) for a in (True, False, None)]
     assert "Advantage: positive" in prompts[0] and "Advantage: negative" in prompts[1]
     assert "Advantage" not in prompts[2]
-    assert all(len(model.prompt_tokenizer.token_ids(p)) <= 64 for p in prompts)
+    assert all(len(tokenize.prompt_tokenizer.token_ids(p)) <= 64 for p in prompts)
 
 
 def test_cfg_math():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
 from tau_data import LeRobotDataset, MixtureConfig, MixtureDataset, make_loader
-from tau_models import PiConfig, PiModel, from_pretrained, pi0_config, pi05_config, tiny_pi0_config, tiny_pi05_config
+from accelerate.utils import set_seed
+from tau_models import PiConfig, PiModel, SampleTokenizer, from_pretrained, pi0_config, pi05_config, tiny_pi0_config, tiny_pi05_config
 from tau_models.local_tokenizer import build_local_tokenizer
 from tau_policy import PolicyBundle, Provenance, episode_labels, record_episodes
 from tau_sim import ExpertConfig, generate_demos, suite_tasks
@@ -77,16 +77,11 @@ def build_policy(config: TrainAppConfig, tokenizer: str | None) -> PiModel:
     """A fresh model of the configured size, or the pretrained checkpoint with the overrides applied."""
     if config.model.pretrained is None:
         return PiModel(model_config(config, tokenizer))
-    model = from_pretrained(config.model.pretrained)
     overrides = dict(config.model.overrides)
     if tokenizer is not None:
         overrides["tokenizer_name"] = tokenizer
-    nested = sorted(k for k, v in overrides.items() if isinstance(v, dict))
-    if nested:
-        raise ValueError(f"model.overrides {nested} change the architecture of the pretrained checkpoint "
-                         f"{config.model.pretrained}; only flat PiConfig fields can be overridden when fine-tuning")
-    model.config = dataclasses.replace(model.config, **overrides)
-    return model
+    # Merged into the saved config before the model is built (architecture changes are refused by name).
+    return from_pretrained(config.model.pretrained, **overrides)
 
 
 def train(config: TrainAppConfig) -> Path:
@@ -94,14 +89,16 @@ def train(config: TrainAppConfig) -> Path:
     `apps/eval`."""
     ensure_demos(config)
     tokenizer = prompt_tokenizer(config)
+    set_seed(config.train.seed)  # the model's initialisation is part of a seeded run
     model = build_policy(config, tokenizer)
+    tokenize = SampleTokenizer(model.config)
     dataset = MixtureDataset(mixture_config(config, model.config))
     log.info("mixture: %d frames from %d dataset(s), weights %s", len(dataset), len(dataset.members),
              dataset.weights.round(3).tolist())
 
     def loaders(spec: LoaderSpec):  # noqa: ANN202 - a torchdata StatefulDataLoader
         return make_loader(dataset, spec.batch_size, num_workers=config.num_workers, seed=spec.seed,
-                           rank=spec.rank, world_size=spec.world_size)
+                           rank=spec.rank, world_size=spec.world_size, transform=tokenize)
 
     trainer = Trainer(config.train, model, loaders, run_config=config)
     trainer.fit()

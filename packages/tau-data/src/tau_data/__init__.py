@@ -13,7 +13,7 @@ from tau_data.convert import convert_v21_to_v30
 from tau_data.dataset import LeRobotDataset
 from tau_data.errors import DatasetError
 from tau_data.info import info
-from tau_data.loader import MixtureSampler, make_loader
+from tau_data.loader import MixtureSampler, draw_seed, make_loader
 from tau_data.metadata import DatasetMeta, load_meta
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import NormMode, Normalizer
@@ -27,6 +27,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AugmentConfig", "DatasetError", "DatasetMeta", "DatasetSpec", "DatasetWriter", "LeRobotDataset",
     "MixtureConfig", "MixtureDataset", "MixtureSampler", "NormMode", "Normalizer", "augment", "build_sample",
-    "convert_v21_to_v30", "dataset_stats", "info", "load_meta", "make_loader", "read_stats", "write_dataset_stats",
+    "convert_v21_to_v30", "dataset_stats", "info", "load_meta", "draw_seed", "make_loader", "read_stats", "write_dataset_stats",
     "write_stats",
 ]

@@ -95,21 +95,34 @@ class _FailedBatch:
         self.error = error
 
 
-class _DatasetErrorsAsBatches(torch.utils.data.Dataset):
-    """The loader's view of a dataset: a DatasetError while fetching a batch becomes a `_FailedBatch`."""
+SampleTransform = Callable[..., dict[str, Any]]  # transform(sample, rng=draw_seed) -> sample
 
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.dataset = dataset
+
+def draw_seed(index: Any) -> int:
+    """The seed of one draw: the sampler's own per-draw seed of a (dataset, row, seed) key, else one made from the
+    index, so the same draw always gets the same seed (what exact resume needs of a random transform)."""
+    if isinstance(index, (tuple, list)):
+        return int(index[2]) if len(index) > 2 else int(index[0]) * 2**32 + int(index[1])
+    return int(index)
+
+
+class _DatasetErrorsAsBatches(torch.utils.data.Dataset):
+    """The loader's view of a dataset: each sample passed through the optional transform (in the worker that
+    fetched it), and a DatasetError while fetching a batch turned into a `_FailedBatch`."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, transform: SampleTransform | None = None) -> None:
+        self.dataset, self.transform = dataset, transform
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: Any) -> Any:
-        return self.dataset[index]
+        sample = self.dataset[index]
+        return sample if self.transform is None else self.transform(sample, rng=draw_seed(index))
 
     def __getitems__(self, indices: list[Any]) -> list[Any] | _FailedBatch:
         try:
-            return [self.dataset[i] for i in indices]
+            return [self[i] for i in indices]
         except DatasetError as error:
             return _FailedBatch(error)
 
@@ -150,9 +163,9 @@ class _DatasetLoader(StatefulDataLoader):
     """A StatefulDataLoader whose workers hand a DatasetError back whole: iterating raises that one error (file,
     field and what was expected) instead of torch's re-raise carrying the worker's traceback as its message."""
 
-    def __init__(self, dataset: torch.utils.data.Dataset, *, collate_fn: Callable | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(_DatasetErrorsAsBatches(dataset),
+    def __init__(self, dataset: torch.utils.data.Dataset, *, transform: SampleTransform | None = None,
+                 collate_fn: Callable | None = None, **kwargs: Any) -> None:
+        super().__init__(_DatasetErrorsAsBatches(dataset, transform),
                          collate_fn=_CollateUnlessFailed(collate_fn or torch.utils.data.default_collate), **kwargs)
 
     def __iter__(self) -> Iterator:
@@ -161,14 +174,18 @@ class _DatasetLoader(StatefulDataLoader):
 
 def make_loader(dataset: MixtureDataset, batch_size: int, *, num_workers: int = 2, seed: int = 0,
                 samples_per_epoch: int | None = None, rank: int = 0, world_size: int = 1,
-                prefetch_factor: int | None = None, **kwargs: Any) -> StatefulDataLoader:
+                prefetch_factor: int | None = None, transform: SampleTransform | None = None,
+                **kwargs: Any) -> StatefulDataLoader:
     """A StatefulDataLoader drawing from the mixture by its weights; `.state_dict()` / `.load_state_dict()` resume
     mid-epoch exactly. Workers use one torch thread and open their video decoders themselves (with num_workers=0,
     call torch.set_num_threads(1) yourself: data-side math with several threads crawls on small CPUs). A bad frame
-    read in a worker raises its DatasetError in the caller, intact."""
+    read in a worker raises its DatasetError in the caller, intact. `transform(sample, rng=seed)` (e.g.
+    tau_models.SampleTokenizer) runs on every sample inside the workers, `seed` being the draw's own seed; it must
+    be picklable for spawned workers."""
     sampler = MixtureSampler(dataset.lengths, dataset.weights, samples_per_epoch or len(dataset), seed=seed,
                              rank=rank, world_size=world_size)
-    return _DatasetLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    return _DatasetLoader(dataset, transform=transform, batch_size=batch_size, sampler=sampler,
+                          num_workers=num_workers,
                          worker_init_fn=_worker_init if num_workers else None,
                          prefetch_factor=prefetch_factor if num_workers else None,
                          persistent_workers=False, drop_last=True, **kwargs)

@@ -4,7 +4,7 @@ Every frame goes through `tau_data.sample.build_sample` (the function acting use
 float in [0, 1] resized with padding, image_mask (N_cam,), state (max_state_dim,) and actions (chunk,
 max_action_dim) normalised then zero-padded, state_dim, action_dim, action_is_pad (chunk,), prompt (str); the
 mixture adds dataset_index and the configured extra columns (reward, advantage, ...), augments the images of
-seeded draws, then runs the optional per-sample `transform` (e.g. tokenization, in the loader's workers).
+seeded draws. Per-sample transforms such as tokenization run in the loader (`make_loader(transform=...)`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,17 +92,14 @@ class MixtureDataset(torch.utils.data.Dataset):
     (dataset_index, row, augmentation_seed) triple as drawn by `MixtureSampler`. Images are augmented (when
     `config.augment` is set) only for triples with a seed, so the same draw always gives the same sample.
 
-    `transform(sample) -> sample` runs last on every sample, inside the loader's worker processes; it must be
-    picklable (a module-level class or function, or a functools.partial of one) for spawned workers."""
+    Per-sample transforms (tokenization) are the loader's job: `make_loader(..., transform=...)`."""
 
-    def __init__(self, config: MixtureConfig, normalizer: Normalizer | None = None,
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    def __init__(self, config: MixtureConfig, normalizer: Normalizer | None = None) -> None:
         if not config.datasets:
             raise DatasetError("mixture has no datasets", field="datasets")
         if config.stats_per not in ("head", "dataset"):
             raise DatasetError(f"stats_per must be 'head' or 'dataset', got {config.stats_per!r}", field="stats_per")
         self.config = config
-        self.transform = transform
         self.members: list[LeRobotDataset] = []
         self.heads: list[str] = []
         for i, spec in enumerate(config.datasets):
@@ -259,4 +255,4 @@ class MixtureDataset(torch.utils.data.Dataset):
             column = spec.extras.get(name)
             value = ds.columns[column][row] if column is not None else 0.0
             sample[name] = torch.tensor(np.asarray(value, dtype=np.float32).reshape(()).item())
-        return sample if self.transform is None else self.transform(sample)
+        return sample

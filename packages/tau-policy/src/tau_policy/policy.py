@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from tau_data import build_sample
+from tau_models import SampleTokenizer
 from tau_models.sample import Batch
 from torch.utils.data import default_collate
 
@@ -35,6 +36,7 @@ class Policy:
         self.normalizer = bundle.normalizer
         self.num_inference_steps = num_inference_steps
         self.generator = torch.Generator().manual_seed(seed)
+        self.tokenizer = SampleTokenizer(self.model.config)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -46,8 +48,8 @@ class Policy:
                           "num_inference_steps": self.num_inference_steps or cfg.num_inference_steps},
                 "provenance": dataclasses.asdict(self.bundle.provenance)}
 
-    def batch(self, observation: Mapping[str, np.ndarray], prompts: Sequence[str]) -> Batch:
-        """The model batch of B observations (one build_sample per row, then collated)."""
+    def batch(self, observation: Mapping[str, np.ndarray], prompts: Sequence[str], *, guidance: bool = False) -> Batch:
+        """The model batch of B observations (one build_sample + SampleTokenizer per row, then collated)."""
         layout, b = self.layout, len(prompts)
         needed = [c for c in layout.cameras if c is not None] + [layout.state_feature]
         missing = [key for key in needed if key not in observation]
@@ -67,9 +69,10 @@ class Policy:
                                 prompts[i], normalizer=self.normalizer, head=layout.head,
                                 image_size=layout.image_size, max_state_dim=layout.max_state_dim)
                    for i in range(b)]
-        # TOKENIZATION SWITCH POINT: PiModel still tokenizes sample["prompt"] itself. Once it takes token ids, run the
-        # training's SampleTokenizer on each sample here (samples = [tokenizer(s, advantage=...) for s in samples]).
-        return default_collate(samples)
+        # The prompt ids come from the training's SampleTokenizer: "Advantage: positive" for a conditioned policy,
+        # plus the unconditioned ids classifier-free guidance needs.
+        advantage = True if self.model.config.advantage_conditioning else None
+        return default_collate([self.tokenizer(s, advantage=advantage, guidance=guidance) for s in samples])
 
     @torch.no_grad()
     def act(self, observation: Mapping[str, np.ndarray], prompts: Sequence[str], noise: torch.Tensor | None = None,
@@ -79,7 +82,7 @@ class Policy:
         layout, cfg, b = self.layout, self.model.config, len(prompts)
         if guidance_weight != 1.0 and not cfg.advantage_conditioning:
             raise ValueError("guidance_weight != 1 needs a policy trained with advantage conditioning")
-        batch = self.batch(observation, prompts)
+        batch = self.batch(observation, prompts, guidance=guidance_weight != 1.0)
         shape = (b, layout.chunk_size, layout.max_action_dim)
         if noise is None:
             noise = torch.randn(*shape, generator=self.generator)

@@ -3,12 +3,11 @@ from tau-models (the policy is saved with its normaliser and layout as a tau_pol
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from tau_models import PiModel, ValueConfig, ValueModel, from_pretrained
-from tau_models.config import pi05_config, tiny_pi05_config
+from tau_models.config import merge_overrides, pi05_config, tiny_pi05_config
 from tau_models.value import tiny_value_config, value_config
 
 from tau_rl.conditioning import ConditioningMode, model_conditioning
@@ -23,17 +22,18 @@ def new_policy(preset: str, overrides: dict[str, Any]) -> PiModel:
 
 
 def load_policy(checkpoint: str | Path, overrides: dict[str, Any] | None = None) -> PiModel:
-    """A pi0.5 from a tau / LeRobot / OpenTau checkpoint folder or hub id, with optional PiConfig overrides."""
-    model = from_pretrained(checkpoint)
-    if overrides:
-        model.config = dataclasses.replace(model.config, **overrides)
-    return model
+    """A pi0.5 from a tau / LeRobot / OpenTau checkpoint folder or hub id, built with the PiConfig overrides merged
+    into its saved config (architecture changes are refused by name)."""
+    return from_pretrained(checkpoint, **(overrides or {}))
 
 
 def with_conditioning(model: PiModel, mode: ConditioningMode, dropout: float) -> PiModel:
-    """Switch the policy's advantage conditioning to `mode` (prompt indicator on, dropout per mode)."""
-    model.config = dataclasses.replace(model.config, **model_conditioning(mode, dropout))
-    return model
+    """The policy rebuilt with the advantage conditioning of `mode` (prompt indicator on, dropout per mode) merged
+    into its config before building, holding the same weights (configs are final once a model exists)."""
+    config = merge_overrides(model.config, model_conditioning(mode, dropout), f"conditioning mode {mode!r}")
+    rebuilt = PiModel(config)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt
 
 
 def new_value_model(preset: str, overrides: dict[str, Any], policy: PiModel | None = None) -> ValueModel:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import Normalizer
-from tau_models import PiConfig, PiModel, ValueModel
+from tau_models import PiConfig, PiModel, SampleTokenizer, ValueModel
 from tau_policy import Policy, PolicyBundle, Provenance, SimPolicy, read_layouts, read_model_config, record_episodes
 from tau_sim import EvalConfig, evaluate
 from tqdm import tqdm
@@ -144,14 +144,15 @@ def checkpoint_normalizer(checkpoint: str | None) -> Normalizer | None:
 
 
 def behaviour_clone(config: RecapConfig, layout: RunLayout, model: PiModel, settings: TrainingSettings,
-                    output_dir: Path, seed: int, normalizer: Normalizer | None = None) -> tuple[MixtureDataset, dict]:
-    """Train `model` in place on the demonstrations alone, every prompt "Advantage: positive" (plain behaviour
-    cloning); returns the demonstration mixture and the last training metrics."""
-    with_conditioning(model, "positive", 0.0)
+                    output_dir: Path, seed: int, normalizer: Normalizer | None = None,
+                    ) -> tuple[PiModel, MixtureDataset, dict]:
+    """`model` trained on the demonstrations alone, every prompt "Advantage: positive" (plain behaviour cloning);
+    returns the trained policy, the demonstration mixture and the last training metrics."""
+    model = with_conditioning(model, "positive", 0.0)
     mixture = demo_mixture(config, layout, model.config, normalizer)
     positive = [np.ones(len(m), dtype=bool) for m in mixture.members]
     metrics = train(model, LabelledMixture(mixture, {"advantage_positive": positive}), settings, output_dir, seed)
-    return mixture, metrics
+    return model, mixture, metrics
 
 
 def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
@@ -164,7 +165,8 @@ def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
     model = load_policy(pc.checkpoint, pc.overrides) if pc.checkpoint else new_policy(pc.preset, pc.overrides)
     normalizer = checkpoint_normalizer(pc.checkpoint)
     if pc.sft.steps > 0:
-        mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", config.seed, normalizer)
+        model, mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", config.seed,
+                                                  normalizer)
     else:
         mixture, metrics = demo_mixture(config, layout, model.config, normalizer), {}
     provenance = Provenance(source=pc.checkpoint or f"new {pc.preset} policy", step=pc.sft.steps)
@@ -237,7 +239,7 @@ def fit_value(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -
 def predict_values(model: ValueModel, mixture: MixtureDataset, member: int, batch_size: int) -> np.ndarray:
     """The value model's expected value of every frame of one mixture member, in reader order."""
     model.eval()
-    rows = _MemberRows(mixture, member)
+    rows = _MemberRows(mixture, member, SampleTokenizer(model.config))
     loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=False)
     values = [model.predict_value(batch).cpu().numpy() for batch in tqdm(loader, desc=f"values {member}",
                                                                          unit="batch", leave=False)]
@@ -245,16 +247,18 @@ def predict_values(model: ValueModel, mixture: MixtureDataset, member: int, batc
 
 
 class _MemberRows(torch.utils.data.Dataset):
-    def __init__(self, mixture: MixtureDataset, member: int) -> None:
-        self.mixture, self.member = mixture, member
+    """The frames of one mixture member in reader order, tokenized for the value model."""
+
+    def __init__(self, mixture: MixtureDataset, member: int, tokenize: SampleTokenizer) -> None:
+        self.mixture, self.member, self.tokenize = mixture, member, tokenize
 
     def __len__(self) -> int:
         return len(self.mixture.members[self.member])
 
     def __getitem__(self, row: int) -> dict[str, Any]:
         sample = self.mixture[(self.member, row)]
-        return {"images": sample["images"], "image_mask": sample["image_mask"], "state": sample["state"],
-                "prompt": sample["prompt"]}
+        return self.tokenize({"images": sample["images"], "image_mask": sample["image_mask"],
+                              "state": sample["state"], "prompt": sample["prompt"]})
 
 
 def compute_advantages(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
@@ -305,8 +309,7 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
     pc = config.policy
     start = layout.init.policy if pc.restart_from == "initial" else _policy_folder(layout, folder.index - 1)
     bundle = PolicyBundle.load(start)
-    model, normalizer = bundle.model, bundle.normalizer
-    with_conditioning(model, pc.mode, pc.conditioning_dropout)
+    model, normalizer = with_conditioning(bundle.model, pc.mode, pc.conditioning_dropout), bundle.normalizer
     items = sources(config, layout, folder.index)
     tables = [AdvantageTable.load(folder.advantages / f"{item.name}.parquet") for item in items]
     mixture = build_mixture(config, model.config, items, normalizer)
@@ -322,7 +325,7 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
                             pc.demo_fraction, pc.positive_sample_fraction)
     dataset = FrameGroups(LabelledMixture(mixture, {"advantage_positive": positive}), groups, weights)
     metrics = train(model, dataset, pc.finetune, out / "train", config.seed + 100 + folder.index)
-    dataclasses.replace(bundle, provenance=Provenance(source=str(start), step=pc.finetune.steps)).save(out)
+    dataclasses.replace(bundle, model=model, provenance=Provenance(source=str(start), step=pc.finetune.steps)).save(out)
     sampled = sum(w for w, label in zip(weights, group_positive) if label) / sum(weights)
     return {"frames": len(mixture), "positive_fraction": float(np.concatenate(positive).mean()),
             "positive_sample_share": sampled, "started_from": str(start), "train": metrics}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from tau_data.loader import make_loader
+from tau_models import SampleTokenizer
 from tau_train import (
     CheckpointConfig,
     LoaderSpec,
@@ -54,7 +55,7 @@ def train(model: torch.nn.Module, dataset: LabelledMixture | FrameGroups, settin
 
     def loaders(spec: LoaderSpec):  # noqa: ANN202 - a StatefulDataLoader
         return make_loader(dataset, spec.batch_size, num_workers=settings.num_workers, seed=spec.seed, rank=spec.rank,
-                           world_size=spec.world_size)
+                           world_size=spec.world_size, transform=SampleTokenizer(model.config))
 
     trainer = Trainer(train_config(settings, output_dir, seed), model, loaders)
     if trainer.resumed_from is not None:

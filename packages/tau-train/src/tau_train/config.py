@@ -155,8 +155,12 @@ def load_config(
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.steps=200)")
+        key = key.strip()
         try:
-            OmegaConf.update(merged, key.strip(), _parse_value(text), merge=True)
+            if "[" in key or any(part.isdigit() for part in key.split(".")):  # a list item, by index
+                OmegaConf.update(merged, key, _parse_value(text), merge=True)
+            else:  # merged like a file, so frozen dataclass sections (read-only nodes) take overrides too
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([f"{key}={text}"]))
         except OmegaConfBaseException as error:
             raise ConfigError(f"override {item!r}: {_first_line(error)}") from error
     try:
