@@ -141,3 +141,11 @@ def reference_actions(policy: TinyPolicy, frames: dict[str, Any], order: Sequenc
     return np.stack([policy.act({top: frames["image"][i][None], wrist: frames["wrist_image"][i][None],
                                  policy.layout.state_feature: frames["state"][i][None]}, [frames["prompts"][i]])[0]
                      for i in order])
+
+
+def load_tiny(path: str, head: str | None, device: str) -> TinyPolicy:
+    """apps/serve's loader for the CLI tests (stands in for tau_policy.load_policy): the tiny policy, recording
+    the arguments it got in its metadata."""
+    policy = build_tiny_policy(seed=0)
+    policy.metadata.update(source=path, head=head, device=device)
+    return policy

@@ -5,6 +5,7 @@ websocket protocol, for evaluating a served policy with tau-sim (duck-typed: tau
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,10 @@ class RemotePolicy:
                  timeout_s: float = 120.0) -> None:
         self.url, self.state_key, self.timeout_s = url, state_key, timeout_s
         headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
-        try:
-            self._connection = connect(url, compression=None, max_size=None, additional_headers=headers,
-                                       open_timeout=timeout_s)
+        self._exit = ExitStack()
+        try:  # connect() is a context manager (websockets >= 17.1 warns otherwise); closed by close()
+            self._connection = self._exit.enter_context(connect(url, compression=None, max_size=None,
+                                                                additional_headers=headers, open_timeout=timeout_s))
         except (OSError, InvalidHandshake, TimeoutError) as error:
             raise RemotePolicyError(f"cannot connect to the policy server at {url}: {error}") from error
         self.metadata: dict[str, Any] = self._receive()
@@ -99,7 +101,7 @@ class RemotePolicy:
 
     def close(self) -> None:
         """Close the connection (normal closure)."""
-        self._connection.close()
+        self._exit.close()
 
     def __enter__(self) -> RemotePolicy:
         return self
