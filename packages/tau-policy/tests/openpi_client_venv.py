@@ -25,9 +25,17 @@ def venv_dir() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "tau" / "openpi-client-venv"
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without tau's Python path (the venv has its own numpy) and without the
+    PIP_CONFIG_FILE=/dev/null that Pants sets for its own pip: the venv's pip uses the machine's pip configuration
+    (index, certificate bundle)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PYTHON", "PEX")) and not (k == "PIP_CONFIG_FILE" and v == os.devnull)}
+
+
 def _stamp(python: str) -> str:
     version = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], check=True,
-                             capture_output=True, text=True).stdout.strip()
+                             capture_output=True, text=True, env=clean_env()).stdout.strip()
     return f"python {version}; {' '.join(REQUIREMENTS)}\n"
 
 
@@ -42,9 +50,9 @@ def openpi_client_python(python: str | None = None) -> Path:
         stamp_file = venv / ".tau-stamp"
         if not (stamp_file.is_file() and stamp_file.read_text() == stamp):
             shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+            subprocess.run([base, "-m", "venv", str(venv)], check=True, env=clean_env())
             result = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *REQUIREMENTS],
-                                    capture_output=True, text=True)
+                                    capture_output=True, text=True, env=clean_env())
             if result.returncode != 0:
                 raise RuntimeError(f"could not install {' '.join(REQUIREMENTS)} into {venv}:\n{result.stderr}")
             stamp_file.write_text(stamp)

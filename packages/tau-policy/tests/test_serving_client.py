@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from openpi_client_venv import openpi_client_python
+from openpi_client_venv import clean_env, openpi_client_python
 from tiny_served_policy import RecordingPolicy, build_tiny_policy, reference_actions, sample_frames
 
 from tau_policy.serving import API_KEY_REJECTED, PolicyServer, ServerThread, resolve_keys
@@ -23,11 +22,6 @@ from tau_policy.serving import API_KEY_REJECTED, PolicyServer, ServerThread, res
 API_KEY = "test-key-123"
 N = 4
 DRIVER = Path(__file__).with_name("openpi_client_driver.py")
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without tau's Python path (the openpi venv has its own numpy)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PEX"))}
 
 
 @functools.cache
