@@ -125,7 +125,7 @@ def check_heartbeat_and_queue(policy: SlowPolicy, running: ServerThread) -> None
     start = time.perf_counter()
     for client in clients:
         client.send(pack(libero_request(FRAMES, 0)))
-    time.sleep(0.1)  # all three queued: the first is inside act for 0.4 s
+    time.sleep(0.2)  # all three queued: the first is inside act for 0.4 s
     assert policy.active == 1
     t0 = time.perf_counter()
     assert urllib.request.urlopen(f"{http}/healthz", timeout=5).status == 200
