@@ -1,0 +1,1 @@
+"""`apps/serve`: a tau command line."""
