@@ -12,7 +12,7 @@ from tau_models.local_tokenizer import build_local_tokenizer
 from tau_rl.models import PolicyBundle
 from tau_rl.rollouts import CollectConfig, collect_rollouts, write_episodes
 from tau_sim import ExpertConfig, TabletopExpertPolicy, suite_tasks
-from tau_train import LoaderSpec, Trainer
+from tau_train import LoaderSpec, Trainer, load_final_weights
 
 from train_app.config import TrainAppConfig
 
@@ -107,6 +107,9 @@ def train(config: TrainAppConfig) -> Path:
     trained = trainer.accelerator.unwrap_model(trainer.model)
     folder = Path(config.train.output_dir) / "policy"
     if trainer.accelerator.is_main_process:
+        if trainer.sharded:  # FSDP2 sharded the model in place: export a plain copy from the final checkpoint
+            trained = build_policy(config, tokenizer)
+            trained.load_state_dict(load_final_weights(config.train.output_dir))
         bundle = PolicyBundle(norm_head=dataset.heads[0], state_dim=dataset.state_dims[0],
                               action_dim=dataset.action_dims[0], image_size=trained.config.vision.image_size,
                               num_cameras=dataset.config.num_cameras, state_key=config.state_key)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .checkpoint import (
     CheckpointError,
+    checkpoints_dir,
     export_weights,
     latest_checkpoint,
     list_checkpoints,
@@ -81,6 +82,7 @@ __all__ = [
     "ValidationConfig",
     "WandbConfig",
     "accelerate_config",
+    "checkpoints_dir",
     "config_to_yaml",
     "export_weights",
     "latest_checkpoint",
