@@ -41,7 +41,7 @@ def launch_all_devices(args: argparse.Namespace) -> bool:
     if processes <= 1:
         return False
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               *sys.argv]  # fmt: skip
+               *sys.argv]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     sys.exit(subprocess.run(command, env=env).returncode)
 
@@ -137,7 +137,7 @@ def main() -> None:
         tokenizer = str(build_local_tokenizer(folder, TASKS))
         build = tiny_pi05_config if args.tiny else pi05_config
         cfg = build(tokenizer_name=tokenizer, dropout=0.0, tokenizer_max_length=96 if args.tiny else 200,
-                    gradient_checkpointing=args.checkpointing)  # fmt: skip
+                    gradient_checkpointing=args.checkpointing)
         world = dist.get_world_size() if dist.is_initialized() else 1
         batch = args.batch or (2 if args.tiny else fitting_batch(cfg, args.cameras, world, device))
         torch.manual_seed(0)
@@ -171,7 +171,7 @@ def main() -> None:
     kernel = attention_kernel(cfg, batch, lengths[0], torch.bfloat16 if cuda else torch.float32, device)
     w = Workload(cfg, batch, args.cameras, prompt_tokens=prompt, precision=precision, fsdp=world,
                  gradient_checkpointing=args.checkpointing, attention="math" if kernel == "math" else "fused",
-                 device=device.type)  # fmt: skip
+                 device=device.type)
     prediction = predict(w)
     peaks = torch.tensor([float(peak)], device=device)
     dist.all_reduce(peaks, op=dist.ReduceOp.MAX)

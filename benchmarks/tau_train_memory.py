@@ -18,7 +18,6 @@ context and allocator fragmentation (typically 1-3 GiB per GPU), NCCL buffers.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -191,7 +190,7 @@ def stages(w: Workload) -> list[Stage]:
     siglip = siglip_layer_params(cfg)
     for i in range(v.depth):
         attn, fwd_t, bwd_t = _attention_saved(w, images, v.num_heads, v.num_heads, v.width // v.num_heads,
-                                              w.patches, w.patches, cat_kv=False)  # fmt: skip
+                                              w.patches, w.patches, cat_kv=False)
         saved = 4 * nv * v.width * a + 2 * nv * v.mlp_dim * a + 4 * nv * FP32 + attn
         temp = nv * v.width * a + max(2 * nv * v.mlp_dim * a, bwd_t)
         out.append(Stage(f"vision.layer{i}", saved, siglip * pa, fwd_t, temp, params=siglip,
@@ -207,14 +206,14 @@ def stages(w: Workload) -> list[Stage]:
     for i in range(lm.depth - 1):
         attn, fwd_t, bwd_t = _attention_saved(w, b, lm.num_heads, lm.num_kv_heads, lm.head_dim, p, p, False)
         full = (2 * _norm_saved(w, b * p, lm.width, False, b) + attn + 4 * b * p * lm.mlp_dim * a
-                + 2 * _dropout_bytes(w, b * p * lm.width))  # fmt: skip
+                + 2 * _dropout_bytes(w, b * p * lm.width))
         temp = b * p * lm.width * a + max(2 * b * p * lm.mlp_dim * a, bwd_t)
         saved = (b * p * lm.width * a + kv_out if gc else full) + (tables if i == 0 else 0)
         out.append(Stage(f"vlm.layer{i}", saved, vlm * pa, fwd_t, temp + (full if gc else 0), params=vlm,
                          early_grads=lm.mlp_dim * lm.width * pa, held=-kv_out))
     saved = _norm_saved(w, b * p, lm.width, False, b) + (kv_out if gc else 0)
     out.append(Stage(f"vlm.layer{lm.depth - 1}.kv", saved, vlm_kv * pa, kv_out, b * p * lm.width * a,
-                     params=vlm, held=-kv_out))  # fmt: skip
+                     params=vlm, held=-kv_out))
 
     suffix_grads = _linear(cfg.max_action_dim, ex.width) + 2 * _linear(ex.width, ex.width)
     out.append(Stage("suffix", b * s * cfg.max_action_dim * a + 5 * b * ex.width * a, suffix_grads * pa))
@@ -238,7 +237,7 @@ def inputs_bytes(w: Workload) -> int:
     """The batch on the device: float32 images, state, actions, noise."""
     cfg = w.config
     return FP32 * w.batch * (w.cameras * 3 * cfg.vision.image_size**2 + cfg.max_state_dim
-                             + 2 * cfg.chunk_size * cfg.max_action_dim)  # fmt: skip
+                             + 2 * cfg.chunk_size * cfg.max_action_dim)
 
 
 # ---------------------------------------------------------------------------------------------------- prediction
@@ -371,7 +370,7 @@ def full_pi05(batch: int, gradient_checkpointing: bool, *, chunk: int = 50, gpus
     """Full pi0.5 at 224^2 with 3 cameras and 200-token prompts, bf16 FSDP2 over `gpus` GPUs."""
     return Workload(pi05_config(chunk_size=chunk), batch, cameras=3, precision="bf16", fsdp=gpus,
                     gradient_checkpointing=gradient_checkpointing, attention=attention, device="cuda",
-                    reshard_after_forward=reshard_after_forward)  # fmt: skip
+                    reshard_after_forward=reshard_after_forward)
 
 
 def _row(label: str, w: Workload, memory_gib: float, tflops: float, mfu: float) -> str:
@@ -380,7 +379,7 @@ def _row(label: str, w: Workload, memory_gib: float, tflops: float, mfu: float) 
     fits = "yes" if p.peak <= memory_gib * GIB else "NO"
     return (f"{label:<34} {p.parameters / GIB:6.2f} {p.gradients / GIB:6.2f} {p.optimizer / GIB:6.2f} "
             f"{p.gathered / GIB:8.2f} {p.activations / GIB:11.2f} {p.peak / GIB:8.2f}  {fits:<4} "
-            f"{p.flops / 1e12:9.1f} {w.batch / seconds:9.1f}")  # fmt: skip
+            f"{p.flops / 1e12:9.1f} {w.batch / seconds:9.1f}")
 
 
 def print_full_pi05(gpus: int, memory_gib: float, tflops: float, mfu: float) -> None:

@@ -134,7 +134,7 @@ def cases(shared: Path, quick: bool) -> list[tuple[str, Workload]]:
                 if quick and name == "small" and (checkpointing, attention) not in ((False, "fused"), (True, "math")):
                     continue
                 w = Workload(cfg[name], batch, cameras, gradient_checkpointing=checkpointing, attention=attention,
-                             device="cpu")  # fmt: skip
+                             device="cpu")
                 found.append((f"{name} b{batch} ckpt={'on' if checkpointing else 'off'} {attention}", w))
     return found
 
@@ -173,7 +173,7 @@ def validate(shared: Path, quick: bool = False) -> list[Row]:
         flops = predict(dataclasses.replace(w, attention="math")).flops  # FlopCounterMode counts math attention
         rows.append(Row(name, m.peak, predict(w).peak, m.flops, flops))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", __file__,
-               "--shared", str(shared), "--fsdp-worker"]  # fmt: skip
+               "--shared", str(shared), "--fsdp-worker"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:

@@ -41,13 +41,13 @@ def test_fully_frozen_modules_stay_in_eval_mode():
 
 def make_trainer(output_dir, model, loaders, overrides):
     config = load_config(None, [f"output_dir={output_dir}", "mixed_precision=fp32", "optimizer.lr=0.01", *QUIET,
-                                *overrides])  # fmt: skip
+                                *overrides])
     return Trainer(config, model, loaders)
 
 
 def test_frozen_group_gets_no_gradient_and_does_not_move(tmp_path):
     trainer = make_trainer(tmp_path, Grouped(), loader_factory(ToyDataset()), ["steps=3", "batch_size=4",
-                                                                                "freeze=[encoder]"])  # fmt: skip
+                                                                                "freeze=[encoder]"])
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.fit()
     for name, param in trainer.model.named_parameters():
@@ -58,7 +58,7 @@ def test_frozen_group_gets_no_gradient_and_does_not_move(tmp_path):
 
 def test_lora_trainable_takes_group_names(tmp_path):
     overrides = ["steps=1", "batch_size=4", "lora.enabled=true", "lora.r=2", "lora.target_modules=[inp]",
-                 "lora.trainable=[head]"]  # fmt: skip
+                 "lora.trainable=[head]"]
     trainer = make_trainer(tmp_path, Grouped(), loader_factory(ToyDataset()), overrides)
     trainable = sorted(n for n, p in trainer.model.named_parameters() if p.requires_grad)
     assert trainable == ["inp.lora_A.default.weight", "inp.lora_B.default.weight", "out.bias", "out.weight"]

@@ -1,6 +1,7 @@
 """FSDP2 on a tiny pi0.5 with gloo processes on the CPU: two processes (one node, or two "nodes" through c10d
 rendezvous on 127.0.0.1) match one process, each holds half the parameters and writes its own checkpoint shards,
-and a sharded checkpoint resumes exactly on 1, 2 and 4 processes and exports as one model.safetensors."""
+and a sharded checkpoint (model, AdamW, EMA) resumes exactly on 1, 2 and 4 processes and exports as one
+model.safetensors."""
 
 import os
 import shutil
@@ -24,6 +25,8 @@ RUN = [
     "gradient_accumulation_steps=2",
     "seed=11",
     "optimizer.lr=0.003",
+    "ema.enabled=true",
+    "ema.decay=0.9",
     "checkpoint.every_steps=10",
     "checkpoint.keep_last=0",
     "logging.every_steps=1",
@@ -87,8 +90,10 @@ def test_two_fsdp2_processes_match_one_process_and_each_holds_half(runs):
     assert metrics[STEPS]["train/loss"] < metrics[1]["train/loss"]  # it learns
     single, sharded = torch.load(runs / "single.pt"), torch.load(runs / "sharded.pt")
     assert single["model"].keys() == sharded["model"].keys()
-    for name, value in single["model"].items():
-        torch.testing.assert_close(sharded["model"][name], value, rtol=0, atol=1e-5, msg=name)
+    for part in ("model", "ema"):
+        assert single[part].keys() == sharded[part].keys() and single[part]
+        for name, value in single[part].items():
+            torch.testing.assert_close(sharded[part][name], value, rtol=0, atol=1e-5, msg=f"{part} {name}")
     (local_0, total), (local_1, total_1) = sharded["shares"]
     assert total == total_1 == sum(t.numel() for t in single["model"].values())
     assert local_0 + local_1 == total and 0.45 < local_0 / total < 0.55
@@ -112,8 +117,9 @@ def test_sharded_checkpoint_resumes_exactly_on_1_2_and_4_processes(runs, tmp_pat
     launch(output, processes, sharding, "--no-train", "--dump", str(tmp_path / "resumed.pt"))
     saved, resumed = torch.load(runs / "sharded.pt"), torch.load(tmp_path / "resumed.pt")
     assert resumed["step"] == STEPS
-    assert saved["model"].keys() == resumed["model"].keys()
-    assert all(torch.equal(saved["model"][k], resumed["model"][k]) for k in saved["model"])
+    for part in ("model", "ema"):
+        assert saved[part].keys() == resumed[part].keys()
+        assert all(torch.equal(saved[part][k], resumed[part][k]) for k in saved[part]), part
     assert saved["optimizer"]["param_groups"] == resumed["optimizer"]["param_groups"]
     assert saved["optimizer"]["state"].keys() == resumed["optimizer"]["state"].keys()
     for name, state in saved["optimizer"]["state"].items():
@@ -139,10 +145,10 @@ def test_two_nodes_through_c10d_rendezvous_match_the_single_node_run(runs, tmp_p
     node = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
         "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=tau-train-test",
-    ]  # fmt: skip
+    ]
     command = [*node, *script(tmp_path / "two_nodes", "fsdp.enabled=true")]
     nodes = [subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]  # fmt: skip
+             for _ in range(2)]
     outputs = [node.communicate(timeout=400)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-6000:] for o in outputs)
     assert_same_losses(runs / "sharded", tmp_path / "two_nodes", tolerance=1e-7)

@@ -66,7 +66,7 @@ def test_gpu_check_runs_on_the_cpu_with_tiny():
     lines = [line for line in result.stdout.splitlines() if line.startswith("gpu_step:")]
     assert len(lines) == 1, result.stdout
     match = re.search(r"2 x CPU \| FSDP2 fp32 .* ([\d.]+) samples/s .* peak ([\d.]+) GiB \(MemTracker\), predicted ([\d.]+) GiB",
-                      lines[0])  # fmt: skip
+                      lines[0])
     assert match, lines[0]
     samples, measured, predicted = map(float, match.groups())
     assert samples > 0 and abs(predicted / measured - 1) < PEAK_TOLERANCE

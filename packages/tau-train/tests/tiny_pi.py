@@ -2,8 +2,8 @@
 a training script for tau-train's distributed tests.
 
 python tiny_pi.py OUTPUT_DIR [dotted TrainConfig overrides...] [--dump FILE] [--no-train]
-  trains (or, with --no-train, only resumes) and writes to FILE (rank 0) the full model and optimizer state
-  plus each process's share of the parameters.
+  trains (or, with --no-train, only resumes) and writes to FILE (rank 0) the full model, optimizer and EMA
+  state plus each process's share of the parameters.
 """
 
 from __future__ import annotations
@@ -109,9 +109,11 @@ def full_state(trainer: Trainer) -> dict:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    shadows = trainer.ema.shadow.items() if trainer.ema is not None else ()
     return {
         "model": get_model_state_dict(trainer.model, options=options),
         "optimizer": get_optimizer_state_dict(trainer.model, trainer._torch_optimizer, options=options),
+        "ema": {n: (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu() for n, t in shadows},
     }
 
 
