@@ -94,7 +94,7 @@ def learnability(suite: str, demos: int, iterations: int) -> None:
             self.conv = nn.Sequential(
                 nn.Conv2d(6, 32, 4, 4), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
                 nn.Conv2d(64, 64, 3, 2, 1), nn.ReLU(), nn.Flatten(),
-            )  # fmt: skip
+            )
             self.task = nn.Embedding(len(task_index), 64)
             self.head = nn.Sequential(nn.Linear(64 * 16 + 64 + 2, 256), nn.ReLU(), nn.Linear(256, 2))
 

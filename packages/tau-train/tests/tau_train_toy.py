@@ -1,6 +1,7 @@
 """A tiny model, dataset and loader factory for tau-train tests; also runnable as a training script.
 
 python tau_train_toy.py OUTPUT_DIR [dotted overrides...] [--kill-at-forward N] [--kill-in-save-step N]
+    [--record-indices FILE]
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ToyModel(torch.nn.Module):
         kill_at_forward: int = 0,
         forward_delay: float = 0.0,
         nan_at_forward: int = 0,
+        record_indices: str | None = None,
     ):
         super().__init__()
         self.inp = torch.nn.Linear(dim, hidden)
@@ -58,6 +60,7 @@ class ToyModel(torch.nn.Module):
         self.nan_at_forward = nan_at_forward
         self.forwards = 0
         self.checkpointing = False
+        self.record_indices = record_indices
 
     def gradient_checkpointing_enable(self) -> None:
         self.checkpointing = True
@@ -67,6 +70,9 @@ class ToyModel(torch.nn.Module):
         time.sleep(self.forward_delay)
         if self.kill_at_forward and self.forwards == self.kill_at_forward:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.record_indices and self.training:
+            with open(self.record_indices, "a") as handle:  # one line per training micro-batch
+                handle.write(" ".join(str(int(i)) for i in batch["index"]) + "\n")
         prediction = self.out(self.drop(torch.nn.functional.gelu(self.norm(self.inp(batch["x"])))))
         loss = torch.nn.functional.mse_loss(prediction, batch["y"])
         if self.nan_at_forward and self.forwards >= self.nan_at_forward:
@@ -119,13 +125,18 @@ def main() -> None:
     parser.add_argument("--kill-at-forward", type=int, default=0)
     parser.add_argument("--forward-delay", type=float, default=0.0)
     parser.add_argument("--kill-in-save-step", type=int, default=0)
+    parser.add_argument("--record-indices", default=None, help="append each micro-batch's sample indices here")
     args = parser.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
     config = load_config(None, [f"output_dir={args.output_dir}", *args.overrides], TrainConfig)
     torch.manual_seed(1234)
+    record = f"{args.record_indices}.{os.environ.get('RANK', '0')}" if args.record_indices else None
     model = ToyModel(
-        dropout=args.dropout, kill_at_forward=args.kill_at_forward, forward_delay=args.forward_delay
+        dropout=args.dropout,
+        kill_at_forward=args.kill_at_forward,
+        forward_delay=args.forward_delay,
+        record_indices=record,
     )
     if args.kill_in_save_step:
         _kill_inside_save(args.kill_in_save_step)
@@ -136,17 +147,18 @@ def main() -> None:
 
 
 def _kill_inside_save(step: int) -> None:
-    """SIGKILL this process after the model file of checkpoint `step` is written, before the rest."""
-    import tau_train.trainer as trainer_module
+    """SIGKILL this process once every file of checkpoint `step` is written, just before it would be renamed into
+    place (trainer_state.json, the completion marker, not yet written)."""
+    import tau_train.run_checkpoints as checkpoints_module
 
-    original = trainer_module.save_weights
+    original = checkpoints_module.commit_checkpoint
 
-    def save_then_die(state, path):
-        original(state, path)
-        if f"step_{step:09d}" in str(path):
+    def die_before_commit(temp, trainer_state, **kwargs):
+        if trainer_state["step"] == step:
             os.kill(os.getpid(), signal.SIGKILL)
+        return original(temp, trainer_state, **kwargs)
 
-    trainer_module.save_weights = save_then_die
+    checkpoints_module.commit_checkpoint = die_before_commit
 
 
 if __name__ == "__main__":

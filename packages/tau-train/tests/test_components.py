@@ -16,13 +16,21 @@ from tau_train import (
     read_metrics,
     save_weights,
 )
-from tau_train.checkpoint import STATE_FILE, prune_checkpoints, remove_temporaries, write_checkpoint
+from tau_train.checkpoint import (
+    STATE_FILE,
+    begin_checkpoint,
+    commit_checkpoint,
+    prune_checkpoints,
+    read_state,
+    remove_temporaries,
+)
 from tau_train.config import LoggingConfig, LoRAConfig, OptimizerConfig, ParamGroupConfig
 from tau_train.ema import EMA
+from tau_train.freezing import freeze
 from tau_train.lora import apply_lora
 from tau_train.lr_schedule import WarmupCosine
 from tau_train.metrics import MetricsLogger
-from tau_train.optimizer import build_optimizer, build_param_groups, freeze_parameters
+from tau_train.optimizer import build_optimizer, build_param_groups
 
 
 def test_warmup_then_cosine():
@@ -35,7 +43,7 @@ def test_warmup_then_cosine():
 
 def test_param_groups_lr_weight_decay_and_freezing():
     model = ToyModel()
-    assert freeze_parameters(model, ["norm.*"]) == 2
+    assert freeze(model, ["norm.*"]) == 2
     groups = build_param_groups(
         model, OptimizerConfig(lr=1e-3, weight_decay=0.1), [ParamGroupConfig(["out.*"], lr=1e-2)]
     )
@@ -50,8 +58,8 @@ def test_param_groups_lr_weight_decay_and_freezing():
 
 
 def test_patterns_that_match_nothing_are_errors():
-    with pytest.raises(ConfigError, match="encoder"):
-        freeze_parameters(ToyModel(), ["encoder.*"])
+    with pytest.raises(ConfigError, match="freeze entry 'encoder.\\*' matches no parameter"):
+        freeze(ToyModel(), ["encoder.*"])
     with pytest.raises(ConfigError, match="head"):
         build_param_groups(ToyModel(), OptimizerConfig(), [ParamGroupConfig(["head.*"])])
 
@@ -95,13 +103,11 @@ def test_ema_copies_weights_before_start_step():
 
 
 def _write(root, step, fail=False):
-    def write(directory):
-        (directory / "model.safetensors").write_bytes(b"x")
-        if fail:
-            raise KeyboardInterrupt("interrupted while saving")
-        (directory / STATE_FILE).write_text("{}")
-
-    return write_checkpoint(root, step, write, is_main=True, barrier=lambda: None)
+    temp = begin_checkpoint(root, step, is_main=True, barrier=lambda: None)
+    (temp / "state").mkdir()
+    if fail:
+        raise KeyboardInterrupt("interrupted while saving")
+    return commit_checkpoint(temp, {"step": step}, is_main=True, barrier=lambda: None)
 
 
 def test_interrupted_save_never_looks_complete(tmp_path):
@@ -110,14 +116,22 @@ def test_interrupted_save_never_looks_complete(tmp_path):
         _write(tmp_path, 2, fail=True)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [1]
     assert latest_checkpoint(tmp_path).name == "step_000000001"
+    assert read_state(latest_checkpoint(tmp_path))["step"] == 1
     remove_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000000001"]
 
 
-def test_writer_without_state_file_is_rejected(tmp_path):
-    with pytest.raises(CheckpointError, match=STATE_FILE):
-        write_checkpoint(tmp_path, 1, lambda d: None, is_main=True, barrier=lambda: None)
+def test_a_directory_without_the_state_file_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "step_000000003" / "state").mkdir(parents=True)
     assert list_checkpoints(tmp_path) == []
+    with pytest.raises(CheckpointError, match=STATE_FILE):
+        read_state(tmp_path / "step_000000003")
+
+
+def test_checkpoint_of_another_format_is_rejected_with_its_version(tmp_path):
+    (tmp_path / STATE_FILE).write_text('{"step": 3, "format_version": 1}')
+    with pytest.raises(CheckpointError, match="format_version 1"):
+        read_state(tmp_path)
 
 
 def test_retention_keeps_last_and_milestones(tmp_path):
@@ -138,7 +152,7 @@ def test_weights_round_trip_with_tied_tensors(tmp_path):
     loaded = load_weights(tmp_path / "w.safetensors")
     assert loaded["embed.weight"] is loaded["head.weight"]
     torch.testing.assert_close(loaded["head.weight"], embedding.weight.detach())
-    with pytest.raises(CheckpointError, match="missing.safetensors"):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_weights(tmp_path / "missing.safetensors")
 
 

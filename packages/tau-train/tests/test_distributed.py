@@ -12,7 +12,7 @@ import pytest
 import torch
 from tau_train_toy import ToyDataset, ToyModel, loader_factory
 
-from tau_train import Trainer, latest_checkpoint, load_config, load_weights, read_metrics
+from tau_train import Trainer, latest_checkpoint, load_checkpoint_weights, load_config, read_metrics
 
 TOY = Path(__file__).parent / "tau_train_toy.py"
 RUN = [
@@ -71,8 +71,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     for step in one:
         for key in ("train/loss", "train/grad_norm"):
             assert two[step][key] == pytest.approx(one[step][key], rel=1e-6, abs=1e-7), (step, key)
-    weights_two = load_weights(latest_checkpoint(runs / "two" / "checkpoints") / "model.safetensors")
-    weights_one = load_weights(latest_checkpoint(runs / "one" / "checkpoints") / "model.safetensors")
+    weights_two = load_checkpoint_weights(latest_checkpoint(runs / "two" / "checkpoints"))
+    weights_one = load_checkpoint_weights(latest_checkpoint(runs / "one" / "checkpoints"))
     assert weights_two.keys() == weights_one.keys()
     for name in weights_one:
         torch.testing.assert_close(weights_two[name], weights_one[name], rtol=0, atol=1e-6)
@@ -88,7 +88,7 @@ def test_checkpoint_of_two_processes_resumes_on_one(runs, tmp_path, caplog):
         trainer = Trainer(config, ToyModel(), loader_factory(ToyDataset(), "distributed"))
     assert "written by 2 processes" in caplog.text
     assert trainer.step == 3
-    saved = load_weights(checkpoint / "model.safetensors")
+    saved = load_checkpoint_weights(checkpoint)
     for name, param in trainer.model.state_dict().items():
         assert torch.equal(param, saved[name]), name
     assert all(state["step"].item() == 3 for state in trainer.optimizer.state_dict()["state"].values())

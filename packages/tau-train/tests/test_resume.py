@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tau_train import latest_checkpoint, list_checkpoints, load_weights, read_metrics
+from tau_train import latest_checkpoint, list_checkpoints, load_checkpoint_weights, read_metrics
 
 TOY = Path(__file__).parent / "tau_train_toy.py"
 
@@ -79,24 +79,28 @@ def assert_identical_runs(expected_dir: Path, actual_dir: Path) -> None:
         assert actual[step]["val_ema/loss"] == expected[step]["val_ema/loss"]
     final_expected = latest_checkpoint(expected_dir / "checkpoints")
     final_actual = latest_checkpoint(actual_dir / "checkpoints")
-    for weights in ("model.safetensors", "ema.safetensors"):
-        a, b = load_weights(final_expected / weights), load_weights(final_actual / weights)
+    for ema in (False, True):
+        a, b = load_checkpoint_weights(final_expected, ema=ema), load_checkpoint_weights(final_actual, ema=ema)
         assert a.keys() == b.keys()
-        assert all(torch.equal(a[k], b[k]) for k in a), weights
+        assert all(torch.equal(a[k], b[k]) for k in a), f"ema={ema}"
 
 
-@pytest.mark.parametrize("sampler", ["random", "shuffle"])
-def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path, reference, sampler):
+@pytest.mark.parametrize("sampler, save", [("random", "sync"), ("shuffle", "sync"), ("random", "async")])
+def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path, reference, sampler, save):
     # Forward 19 is the first micro-batch of step 8 (steps 1-7 take 14, validation at step 4 takes 2 + 2 EMA):
-    # checkpoint 6 exists, step 7 and half of step 8 are lost.
-    killed = run_toy(tmp_path, "--kill-at-forward", "19", sampler=sampler)
+    # checkpoint 6 exists, step 7 and half of step 8 are lost. An asynchronous save of step 6 is renamed into place
+    # at the first step boundary after every process finished writing it, which may come after the kill: then
+    # the run resumes from step 3. The reference run saves synchronously.
+    mode = [f"checkpoint.async_save={save == 'async'}"]
+    killed = run_toy(tmp_path, *mode, "--kill-at-forward", "19", sampler=sampler)
     assert killed.returncode == -signal.SIGKILL
-    assert latest_checkpoint(tmp_path / "checkpoints").name == "step_000000006"
+    latest = latest_checkpoint(tmp_path / "checkpoints").name
+    assert latest in (("step_000000003", "step_000000006") if save == "async" else ("step_000000006",))
     assert max(read_metrics(tmp_path / "metrics.jsonl")) == 7
 
-    resumed = run_toy(tmp_path, sampler=sampler)
+    resumed = run_toy(tmp_path, *mode, sampler=sampler)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from" in resumed.stderr and "step_000000006" in resumed.stderr
+    assert "resumed from" in resumed.stderr and latest in resumed.stderr
     assert_identical_runs(reference(sampler), tmp_path)
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [9, 10]
 
@@ -130,7 +134,8 @@ def test_sigkill_during_save_leaves_no_complete_looking_checkpoint(tmp_path):
     killed = run_toy(output, "--kill-in-save-step", "6")
     assert killed.returncode == -signal.SIGKILL
     checkpoints = output / "checkpoints"
-    assert (checkpoints / ".tmp-step_000000006" / "model.safetensors").is_file()
+    written = checkpoints / ".tmp-step_000000006"
+    assert (written / "state" / ".metadata").is_file() and (written / "rank_00000.pt").is_file()
     assert not (checkpoints / "step_000000006").exists()
     assert [s for s, _ in list_checkpoints(checkpoints)] == [3]
 
@@ -146,5 +151,5 @@ def test_bf16_mixed_precision_keeps_fp32_weights(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "mixed precision bf16" in result.stderr
     assert all(math.isfinite(m["train/loss"]) for m in read_metrics(tmp_path / "metrics.jsonl").values())
-    weights = load_weights(latest_checkpoint(tmp_path / "checkpoints") / "model.safetensors")
+    weights = load_checkpoint_weights(latest_checkpoint(tmp_path / "checkpoints"))
     assert {t.dtype for t in weights.values()} == {torch.float32}

@@ -1,6 +1,5 @@
 """The training loop in one process: logs, plots, checkpoints, accumulation, failures and their messages."""
 
-import json
 import logging
 
 import pytest
@@ -14,9 +13,10 @@ from tau_train import (
     Trainer,
     latest_checkpoint,
     list_checkpoints,
+    load_checkpoint_weights,
     load_config,
-    load_weights,
     read_metrics,
+    read_state,
 )
 
 QUIET = [
@@ -74,18 +74,22 @@ def test_fit_writes_metrics_tensorboard_plots_and_checkpoints(tmp_path):
     checkpoint = latest_checkpoint(tmp_path / "checkpoints")
     assert sorted(p.name for p in checkpoint.iterdir()) == [
         "config.yaml",
-        "ema.safetensors",
-        "model.safetensors",
-        "optimizer.pt",
         "rank_00000.pt",
-        "scheduler.pt",
+        "state",
         "trainer_state.json",
     ]
-    assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 24
+    state = read_state(checkpoint)
+    assert state["step"] == 24 and state["world_size"] == 1 and state["seed"] == trainer.config.seed
+    assert state["data"] == {"epoch": 3, "samples": 24}  # 24 samples an epoch, 4 a step: epoch 3 just ended
+    assert state["versions"]["torch"] == torch.__version__ and "python" in state["versions"]
     assert load_config(checkpoint / "config.yaml") == trainer.config
-    weights = load_weights(checkpoint / "model.safetensors")
+    weights = load_checkpoint_weights(checkpoint)
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(weights[name], value)
+    ema = load_checkpoint_weights(checkpoint, ema=True)
+    assert torch.equal(ema["inp.weight"], trainer.ema.shadow["inp.weight"])
+    assert torch.equal(ema["norm.weight"], weights["norm.weight"])  # frozen: not in the EMA, the model's own
+    assert not torch.equal(ema["inp.weight"], weights["inp.weight"])
 
 
 def test_gradient_accumulation_matches_one_larger_micro_batch(tmp_path):
@@ -115,7 +119,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert all(
         torch.isfinite(t).all()
-        for t in load_weights(tmp_path / "checkpoints" / "step_000000004" / "model.safetensors").values()
+        for t in load_checkpoint_weights(tmp_path / "checkpoints" / "step_000000004").values()
     )
 
 
@@ -138,6 +142,9 @@ def test_resume_with_a_parameter_that_never_gets_a_gradient(tmp_path):
     make_trainer(tmp_path, ["steps=2", "checkpoint.every_steps=2", *QUIET], model=WithUnused()).fit()
     trainer = make_trainer(tmp_path, ["steps=3", "checkpoint.every_steps=2", *QUIET], model=WithUnused())
     assert trainer.step == 2
+    state = trainer._torch_optimizer.state
+    assert trainer.model.unused.weight not in state  # no AdamW state, as in the run that continued
+    assert state[trainer.model.out.weight]["step"].item() == 2
     trainer.fit()
     assert trainer.step == 3
 
@@ -160,7 +167,7 @@ def test_checkpoint_of_another_model_is_rejected_with_its_file(tmp_path):
         def __init__(self):
             super().__init__(hidden=32)
 
-    with pytest.raises(CheckpointError, match="model.safetensors does not fit Wider"):
+    with pytest.raises(CheckpointError, match="state does not fit Wider"):
         make_trainer(tmp_path, ["steps=2", *QUIET], model=Wider())
 
 
@@ -191,7 +198,7 @@ def test_gradient_checkpointing_switch(tmp_path):
         def forward(self, batch):
             return {"loss": torch.nn.functional.mse_loss(self.layer(batch["x"]), batch["y"])}
 
-    with pytest.raises(ConfigError, match="Plain has no gradient_checkpointing_enable"):
+    with pytest.raises(ConfigError, match="Plain has no gradient_checkpointing_enable\\(\\) method"):
         make_trainer(tmp_path / "plain", ["gradient_checkpointing=true"], model=Plain())
 
 
@@ -212,10 +219,7 @@ def test_lora_and_per_group_learning_rates_through_the_trainer(tmp_path):
     metrics = read_metrics(tmp_path / "metrics.jsonl")
     assert metrics[1]["lr/group0"] == 0.001 and metrics[1]["lr/default"] == 0.05
     assert torch.equal(trainer.model.inp.base_layer.weight, base)
-    assert any(
-        "lora_B" in name
-        for name in load_weights(latest_checkpoint(tmp_path / "checkpoints") / "model.safetensors")
-    )
+    assert any("lora_B" in name for name in load_checkpoint_weights(latest_checkpoint(tmp_path / "checkpoints")))
     resumed = make_trainer(tmp_path, [*overrides, "steps=4"])
     assert resumed.step == 3
     torch.testing.assert_close(

@@ -26,7 +26,8 @@ def main(preset: str, config_path: str | None, print_config: bool, verbose: bool
     """Train a pi0 / pi0.5 policy on a tau-data mixture through tau-train.
 
     OVERRIDES are dotted settings applied on top of the config, e.g. train.steps=200 train.batch_size=16
-    model.overrides.dropout=0.1. Multi-process: `accelerate launch --config_file <tau_train ddp.yaml> ...`.
+    model.overrides.dropout=0.1. Multi-process: `accelerate launch --config_file <tau_train multi_gpu.yaml> ...`
+    (add train.fsdp.enabled=true to shard the model).
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

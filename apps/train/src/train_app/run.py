@@ -11,7 +11,7 @@ from tau_models import PiConfig, PiModel, SampleTokenizer, from_pretrained, pi0_
 from tau_models.local_tokenizer import build_local_tokenizer
 from tau_policy import PolicyBundle, Provenance, episode_labels, record_episodes
 from tau_sim import ExpertConfig, generate_demos, suite_tasks
-from tau_train import LoaderSpec, Trainer
+from tau_train import LoaderSpec, Trainer, load_final_weights
 
 from train_app.config import TrainAppConfig
 
@@ -105,6 +105,9 @@ def train(config: TrainAppConfig) -> Path:
     trained = trainer.accelerator.unwrap_model(trainer.model)
     folder = Path(config.train.output_dir) / "policy"
     if trainer.accelerator.is_main_process:
+        if trainer.sharded:  # FSDP2 sharded the model in place: export a plain copy from the final checkpoint
+            trained = build_policy(config, tokenizer)
+            trained.load_state_dict(load_final_weights(config.train.output_dir))
         provenance = Provenance(source=str(Path(config.train.output_dir) / "checkpoints"), step=trainer.step,
                                 weights="raw")
         bundle = PolicyBundle.from_mixture(trained, dataset, provenance=provenance, sim_state_key=config.state_key)

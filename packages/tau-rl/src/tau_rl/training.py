@@ -20,8 +20,9 @@ from tau_train import (
     ScheduleConfig,
     TrainConfig,
     Trainer,
+    checkpoints_dir,
     list_checkpoints,
-    load_weights,
+    load_final_weights,
     read_metrics,
 )
 
@@ -47,10 +48,10 @@ def train(model: torch.nn.Module, dataset: LabelledMixture | FrameGroups, settin
     """Train `model` in place for `settings.steps` steps (resuming a crashed run); return the last metrics."""
     if settings.steps == 0:
         return {}
-    finished = [path for step, path in list_checkpoints(output_dir / "checkpoints") if step >= settings.steps]
+    finished = [path for step, path in list_checkpoints(checkpoints_dir(output_dir)) if step >= settings.steps]
     if finished:
         log.info("%s training already finished: loading %s", type(model).__name__, finished[-1])
-        model.load_state_dict(load_weights(finished[-1] / "model.safetensors"))
+        model.load_state_dict(load_final_weights(output_dir))
         return _last_metrics(output_dir)
 
     def loaders(spec: LoaderSpec):  # noqa: ANN202 - a StatefulDataLoader

@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 T = TypeVar("T")
 
 MIXED_PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # not "no": YAML reads a bare `no` as false
+REDUCE_DTYPE_CHOICES = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -63,14 +64,15 @@ class EMAConfig:
 
 @dataclass
 class LoRAConfig:
-    """LoRA adapters injected through peft; every other parameter is frozen except those matching `trainable`."""
+    """LoRA adapters injected through peft; every other parameter is frozen except those named by `trainable`
+    (module group names or parameter globs, resolved like `TrainConfig.freeze`)."""
 
     enabled: bool = False
     r: int = 16
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    trainable: list[str] = field(default_factory=list)  # globs of parameters kept fully trainable
+    trainable: list[str] = field(default_factory=list)  # groups / globs of parameters kept fully trainable
 
 
 @dataclass
@@ -84,6 +86,27 @@ class CheckpointConfig:
     save_on_sigterm: bool = (
         True  # on SIGTERM (cluster pre-emption): finish the step, checkpoint, return from fit
     )
+    # Write the sharded state in a background thread (torch.distributed.checkpoint.async_save); the checkpoint
+    # is renamed into place once every process has finished writing, at a later step boundary.
+    async_save: bool = False
+
+
+@dataclass
+class FSDPConfig:
+    """Fully sharded data parallel (FSDP2), applied by tau-train from outside the model (`tau_train.parallelize`):
+    `fully_shard` on every shard unit, then on the root. Parameters, gradients and AdamW moments are split across
+    all processes; `TrainConfig.mixed_precision=bf16` computes with bf16 parameters and reduces in `reduce_dtype`.
+    """
+
+    enabled: bool = False
+    # Module-name globs of the shard units; empty: each element of every nn.ModuleList (the transformer layers:
+    # for pi0.5 every SigLIP, VLM and action-expert layer).
+    units: list[str] = field(default_factory=list)
+    reshard_after_forward: bool = True  # free gathered parameters after forward (ZeRO-3); false keeps them (ZeRO-2)
+    reduce_dtype: str = "fp32"  # dtype of the gradient reduce-scatter under bf16 mixed precision
+    # Methods of a shard unit the model calls instead of forward (they need its gathered parameters too):
+    # pi0.5's last VLM layer computes only `key_values` for the flow loss.
+    forward_methods: list[str] = field(default_factory=lambda: ["key_values"])
 
 
 @dataclass
@@ -131,12 +154,15 @@ class TrainConfig:
     find_unused_parameters: bool = (
         False  # DDP: needed when some trainable parameters get no gradient in a step
     )
-    freeze: list[str] = field(default_factory=list)  # globs of parameter names to freeze
+    # Parameters to freeze: module group names from `model.module_groups()` (pi0.5: vision, vlm, language_model,
+    # expert) or parameter-name globs. Fully frozen sub-modules stay in eval mode (no dropout) while training.
+    freeze: list[str] = field(default_factory=list)
     param_groups: list[ParamGroupConfig] = field(default_factory=list)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -283,6 +309,13 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> None:
         problems.append(
             f"lora needs r > 0 and target_modules, got r={config.lora.r}, {config.lora.target_modules}"
         )
+    if config.fsdp.enabled:
+        if config.mixed_precision == "fp16":
+            problems.append("fsdp.enabled supports mixed_precision fp32 or bf16, not fp16 (no sharded loss scaler)")
+        if config.fsdp.reduce_dtype not in REDUCE_DTYPE_CHOICES:
+            problems.append(
+                f"fsdp.reduce_dtype must be one of {REDUCE_DTYPE_CHOICES}, got {config.fsdp.reduce_dtype!r}"
+            )
     ckpt = config.checkpoint
     for name in ("every_steps", "keep_last", "keep_every"):
         if getattr(ckpt, name) < 0:

@@ -39,8 +39,9 @@ class EMA:
                 param.copy_(backup[name])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The shadow weights by parameter name (full tensors, on CPU)."""
-        return {n: _full(t).cpu() for n, t in self.shadow.items()}
+        """The shadow weights by parameter name: the live tensors (DTensor shards under FSDP), so a sharded
+        checkpoint saves and loads them in place."""
+        return dict(self.shadow)
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore shadow weights saved by `state_dict`; names and shapes must match."""
@@ -62,6 +63,3 @@ class EMA:
                 )
             shadow.copy_(value)
 
-
-def _full(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import fnmatch
-
 import torch
 
 from .config import LoRAConfig
+from .freezing import train_only
 
 
 def apply_lora(model: torch.nn.Module, config: LoRAConfig) -> torch.nn.Module:
-    """Inject LoRA adapters into modules named in `config.target_modules`; freeze everything else except
-    parameters matching `config.trainable`. The model keeps its own forward(batch)."""
+    """Inject LoRA adapters into modules named in `config.target_modules`; freeze everything else except the
+    parameters `config.trainable` selects (group names or globs). The model keeps its own forward(batch)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     lora_config = LoraConfig(
@@ -21,7 +20,5 @@ def apply_lora(model: torch.nn.Module, config: LoRAConfig) -> torch.nn.Module:
         target_modules=list(config.target_modules),
     )
     model = inject_adapter_in_model(lora_config, model)
-    for name, param in model.named_parameters():
-        keep = "lora_" in name or any(fnmatch.fnmatchcase(name, p) for p in config.trainable)
-        param.requires_grad_(keep)
+    train_only(model, config.trainable, keep="lora_", field="lora.trainable")
     return model

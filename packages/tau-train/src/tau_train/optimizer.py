@@ -1,4 +1,4 @@
-"""Parameter selection (freezing by name globs, per-group LR / weight decay) and the AdamW optimizer."""
+"""Optimizer parameter groups (per-group LR / weight decay by name globs) and the AdamW optimizer."""
 
 from __future__ import annotations
 
@@ -15,23 +15,6 @@ log = logging.getLogger(__name__)
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
-
-
-def freeze_parameters(model: torch.nn.Module, patterns: Sequence[str]) -> int:
-    """Set requires_grad=False on every parameter whose name matches a glob; return how many were frozen."""
-    frozen = 0
-    used = set()
-    for name, param in model.named_parameters():
-        for pattern in patterns:
-            if fnmatch.fnmatchcase(name, pattern):
-                used.add(pattern)
-                if param.requires_grad:
-                    param.requires_grad_(False)
-                    frozen += 1
-    unused = [p for p in patterns if p not in used]
-    if unused:
-        raise ConfigError(f"freeze patterns {unused} match no parameter name of {type(model).__name__}")
-    return frozen
 
 
 def build_param_groups(

@@ -1,24 +1,24 @@
-"""The training loop: accelerate-prepared model and optimizer, gradient accumulation, validation, checkpoints.
+"""The training loop: DDP (accelerate) or FSDP2-sharded model, gradient accumulation, validation, checkpoints.
 
 Any `torch.nn.Module` whose `forward(batch)` returns a dict with a scalar "loss" (plus optional scalar metrics)
 can be trained. Data comes from a factory called once per process with a `LoaderSpec`; the loader it returns
 yields this process's micro-batches (`spec.batch_size` samples, its own shard of the stream) and, to resume
 exactly, has `state_dict()` / `load_state_dict()`, as torchdata's StatefulDataLoader does. A `sampler.set_epoch`
-is called at every epoch. With StatefulDataLoader, give a shuffling sampler its own torch.Generator (not the
-loader's `generator=`): torchdata 0.11 restores a generator shared with the worker-seed draw to a state one draw
-short, so epochs after a resume would differ. The validation loader should be deterministic (no shuffling); it
+is called at every epoch; `data_stream` says how the data position re-shards when a run resumes on another number
+of processes. With StatefulDataLoader, give a shuffling sampler its own torch.Generator (not the loader's
+`generator=`): torchdata 0.11 restores a generator shared with the worker-seed draw to a state one draw short, so
+epochs after a resume would differ. The validation loader should be deterministic (no shuffling); it
 is iterated from the start at every validation.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,47 +27,22 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, send_to_device, set_seed
-from omegaconf import OmegaConf
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 from tqdm.auto import tqdm
 
-from .checkpoint import (
-    STATE_FILE,
-    CheckpointError,
-    latest_checkpoint,
-    list_checkpoints,
-    load_weights,
-    prune_checkpoints,
-    read_state,
-    remove_temporaries,
-    save_weights,
-    write_checkpoint,
-)
-from .config import (
-    ConfigError,
-    TrainConfig,
-    config_differences,
-    config_to_dict,
-    config_to_yaml,
-    validate_config,
-)
+from .checkpoint import TrainingParts, latest_checkpoint
+from .config import ConfigError, TrainConfig, config_to_dict, validate_config
+from .data_stream import DataStream, isolated_rng
 from .ema import EMA
+from .freezing import freeze, frozen_modules, train_mode
 from .lora import apply_lora
 from .lr_schedule import build_scheduler
 from .metrics import METRICS_FILE, MetricsLogger
-from .optimizer import build_optimizer, build_param_groups, freeze_parameters
+from .optimizer import build_optimizer, build_param_groups
+from .parallel import parallelize
 from .plots import plot_metrics
-from .rng import rng_state, set_rng_state
+from .run_checkpoints import RunCheckpoints
 
 log = logging.getLogger(__name__)
-
-_FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 @dataclass(frozen=True)
@@ -91,10 +66,11 @@ class NonFiniteError(FloatingPointError):
 class Trainer:
     """Trains `model` on batches from `train_loader_factory` as configured by `config`; see `fit`.
 
-    Construction validates the config, prepares model and optimizer with accelerate, builds the loaders and
-    restores the checkpoint chosen by `checkpoint.resume` (by default the latest complete one in output_dir).
-    `run_config` (a dataclass or dict; default `config`) is the full resolved configuration written into every
-    checkpoint, so an app can store its model and data settings beside the training ones.
+    Construction validates the config, adapts the model (LoRA, freezing, gradient checkpointing, FSDP2 sharding),
+    prepares it with accelerate (DDP) unless it is sharded, builds the loaders and restores the checkpoint chosen
+    by `checkpoint.resume` (by default the latest complete one in output_dir). `run_config` (a dataclass or dict;
+    default `config`) is the full resolved configuration written into every checkpoint, so an app can store its
+    model and data settings beside the training ones.
     """
 
     def __init__(
@@ -112,28 +88,40 @@ class Trainer:
         mixed_precision = config.mixed_precision
         if mixed_precision == "auto":
             mixed_precision = "bf16" if torch.cuda.is_available() else "fp32"
+        self.sharded = config.fsdp.enabled
         ddp = DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)
-        self.accelerator = Accelerator(
-            mixed_precision="no" if mixed_precision == "fp32" else mixed_precision, kwargs_handlers=[ddp]
-        )
+        # Under FSDP2 the precision is the sharding's mixed-precision policy, not accelerate's autocast.
+        autocast = "no" if mixed_precision == "fp32" or self.sharded else mixed_precision
+        self.accelerator = Accelerator(mixed_precision=autocast, kwargs_handlers=[ddp])
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise ConfigError(
+                f"accelerate was launched for {self.accelerator.distributed_type.value}; tau-train shards the model "
+                "itself: launch with tau_train.accelerate_config('multi_gpu') (or torchrun) and set fsdp.enabled=true"
+            )
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         validate_config(config, self.world_size)
         log.info(
-            "accelerate: %s, %d processes, mixed precision %s",
+            "accelerate: %s, %d processes, mixed precision %s%s",
             self.accelerator.distributed_type,
             self.world_size,
-            self.accelerator.mixed_precision,
+            mixed_precision,
+            ", FSDP2" if self.sharded else "",
         )
         self.output_dir = Path(config.output_dir)
-        self.checkpoint_dir = self.output_dir / "checkpoints"
         set_seed(config.seed + self.rank)
 
         model = self._adapt_model(model)
+        if self.sharded:
+            model = parallelize(model, config.fsdp, mixed_precision, self.accelerator.device)
+        self._frozen = frozen_modules(model)
         param_groups = build_param_groups(model, config.optimizer, config.param_groups)
         optimizer = build_optimizer(param_groups, config.optimizer, self.accelerator.device)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.sharded:
+            self.model, self.optimizer = model, optimizer
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self._torch_optimizer = optimizer
         decay_steps = config.schedule.decay_steps if config.schedule.decay_steps is not None else config.steps
         self.scheduler = build_scheduler(
@@ -141,14 +129,9 @@ class Trainer:
         )
         self.ema = None
         if config.ema.enabled:
-            if self._is_fsdp1():
-                raise ConfigError(
-                    "ema.enabled needs FSDP2 (fsdp_version: 2) or DDP; FSDP1 flattens parameters"
-                )
             self.ema = EMA(self.accelerator.unwrap_model(self.model), config.ema.decay, config.ema.start_step)
 
         self.step = 0
-        self.epoch = 0
         self.interrupted = False  # set when fit() returned early on SIGTERM
         self._first_group = self._torch_optimizer.param_groups[0].get("name", "default")
         micro_batch = config.batch_size // (config.gradient_accumulation_steps * self.world_size)
@@ -156,8 +139,18 @@ class Trainer:
         self.train_loader = train_loader_factory(spec)
         self.val_loader = val_loader_factory(spec) if val_loader_factory is not None else None
         if not hasattr(self.train_loader, "state_dict"):
-            log.warning("the train loader has no state_dict(): a resumed run restarts its data stream")
-        self.resumed_from = self._resume()
+            log.warning("the train loader has no state_dict(): a resumed run re-reads its epoch up to the position")
+        self.data = DataStream(self.train_loader, micro_batch, self.world_size)
+        parts = TrainingParts(self.model, self._torch_optimizer, self.scheduler, self.ema)
+        self.checkpoints = RunCheckpoints(
+            config, self.run_config, parts, self.data, self.accelerator, any_process=self._any_process
+        )
+        self.resumed_from, self.step = self.checkpoints.resume()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the data stream is in."""
+        return self.data.epoch
 
     def _adapt_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """LoRA, freezing, gradient checkpointing and compilation, in that order, before the optimizer sees it."""
@@ -165,149 +158,29 @@ class Trainer:
         if config.lora.enabled:
             model = apply_lora(model, config.lora)
         if config.freeze:
-            count = freeze_parameters(model, config.freeze)
-            log.info("froze %d parameter tensors matching %s", count, config.freeze)
+            count = freeze(model, config.freeze)
+            log.info("froze %d parameter tensors selected by %s", count, config.freeze)
         if config.gradient_checkpointing:
             enable = getattr(model, "gradient_checkpointing_enable", None)
             if enable is None:
                 raise ConfigError(
-                    f"gradient_checkpointing=true but {type(model).__name__} has no gradient_checkpointing_enable()"
+                    f"gradient_checkpointing=true but {type(model).__name__} has no gradient_checkpointing_enable() "
+                    "method; tau-train turns activation checkpointing on through it (PiModel has one)"
                 )
             enable()
         if config.compile:
             model.compile()
         return model
 
-    def _is_fsdp1(self) -> bool:
-        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
-        return (
-            self.accelerator.distributed_type == DistributedType.FSDP
-            and getattr(plugin, "fsdp_version", 1) == 1
-        )
-
-    # ------------------------------------------------------------------ resume / save
-
-    def _resume(self) -> Path | None:
-        """Find the checkpoint to resume from (per `checkpoint.resume`) and load it; return its path."""
-        resume = self.config.checkpoint.resume
-        if self.is_main:
-            remove_temporaries(self.checkpoint_dir)
-        self.accelerator.wait_for_everyone()
-        if resume == "never":
-            if list_checkpoints(self.checkpoint_dir):
-                raise ConfigError(
-                    f"{self.checkpoint_dir} already holds checkpoints and checkpoint.resume=never would mix two runs; "
-                    "use a new output_dir or checkpoint.resume=auto"
-                )
-            return None
-        path = latest_checkpoint(self.checkpoint_dir) if resume == "auto" else Path(resume)
-        if path is None:
-            return None
-        self.load(path)
-        return path
+    # ------------------------------------------------------------------ checkpoints
 
     def load(self, path: str | Path) -> None:
-        """Restore model, optimizer, scheduler, EMA, step, and (same world size) RNG and data loader states."""
-        path = Path(path)
-        state = read_state(path)
-        weights = path / "model.safetensors"
-        try:
-            set_model_state_dict(
-                self.model, load_weights(weights), options=StateDictOptions(full_state_dict=True)
-            )
-        except (RuntimeError, KeyError, ValueError) as error:
-            raise CheckpointError(
-                f"{weights} does not fit {type(self.accelerator.unwrap_model(self.model)).__name__}: {error}"
-            ) from error
-        optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        try:
-            set_optimizer_state_dict(
-                self.model,
-                self._torch_optimizer,
-                optimizer_state,
-                # Parameters that never received a gradient (e.g. a VLM layer only FAST tokens use) have no
-                # AdamW state yet; they load with none, as they would have continued.
-                options=StateDictOptions(full_state_dict=True, strict=False),
-            )
-        except (RuntimeError, KeyError, ValueError) as error:
-            raise CheckpointError(
-                f"{path / 'optimizer.pt'} does not fit the optimizer (param groups changed?): {error}"
-            ) from error
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-        if self.ema is not None:
-            ema_file = path / "ema.safetensors"
-            if not ema_file.is_file():
-                raise CheckpointError(
-                    f"ema.enabled=true but {path} has no ema.safetensors (the run was trained without EMA)"
-                )
-            self.ema.load_state_dict(load_weights(ema_file))
-        self.step = state["step"]
-        saved_config = path / "config.yaml"
-        if saved_config.is_file():
-            old = OmegaConf.to_container(OmegaConf.load(saved_config), resolve=True)
-            changes = config_differences(old, config_to_dict(self.run_config))
-            if changes:
-                log.warning(
-                    "config differs from the checkpoint's (the saved optimizer and LR schedule state still apply):"
-                    "\n  %s",
-                    "\n  ".join(changes),
-                )
-        rank_file = path / f"rank_{self.rank:05d}.pt"
-        if state["world_size"] == self.world_size and rank_file.is_file():
-            rank_state = torch.load(rank_file, weights_only=True)
-            set_rng_state(rank_state["rng"])
-            self.epoch = rank_state["epoch"]
-            if rank_state["train_loader"] is not None and hasattr(self.train_loader, "load_state_dict"):
-                self.train_loader.load_state_dict(rank_state["train_loader"])
-        else:
-            set_seed(self.config.seed + self.rank + self.world_size * self.step)
-            log.warning(
-                "%s was written by %d processes, this run has %d: model, optimizer, schedule, EMA and step are "
-                "restored, but per-process RNG and data loader states cannot be re-sharded, so the data stream restarts",
-                path,
-                state["world_size"],
-                self.world_size,
-            )
-        log.info("resumed from %s at step %d", path, self.step)
+        """Restore the training state of checkpoint `path` (see `RunCheckpoints.load`)."""
+        self.step = self.checkpoints.load(Path(path))
 
     def save(self) -> Path:
-        """Write a complete checkpoint of the current step atomically, then apply the retention policy."""
-
-        def write(directory: Path) -> None:
-            model_state = get_model_state_dict(self.model, options=_FULL_STATE)
-            optimizer_state = get_optimizer_state_dict(self.model, self._torch_optimizer, options=_FULL_STATE)
-            ema_state = self.ema.state_dict() if self.ema is not None else None
-            if self.is_main:
-                save_weights(model_state, directory / "model.safetensors")
-                torch.save(optimizer_state, directory / "optimizer.pt")
-                torch.save(self.scheduler.state_dict(), directory / "scheduler.pt")
-                if ema_state is not None:
-                    save_weights(ema_state, directory / "ema.safetensors")
-                (directory / "config.yaml").write_text(config_to_yaml(self.run_config))
-            rank_state = {
-                "rng": rng_state(),
-                "epoch": self.epoch,
-                "train_loader": self.train_loader.state_dict()
-                if hasattr(self.train_loader, "state_dict")
-                else None,
-            }
-            torch.save(rank_state, directory / f"rank_{self.rank:05d}.pt")
-            if self.is_main:
-                state = {"step": self.step, "world_size": self.world_size, "format_version": 1}
-                (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
-
-        path = write_checkpoint(
-            self.checkpoint_dir,
-            self.step,
-            write,
-            is_main=self.is_main,
-            barrier=self.accelerator.wait_for_everyone,
-        )
-        if self.is_main:
-            ckpt = self.config.checkpoint
-            for removed in prune_checkpoints(self.checkpoint_dir, ckpt.keep_last, ckpt.keep_every):
-                log.info("retention: removed %s", removed)
-        return path
+        """Checkpoint the current step (see `RunCheckpoints.save`); returns the checkpoint's final path."""
+        return self.checkpoints.save(self.step)
 
     # ------------------------------------------------------------------ loop
 
@@ -319,7 +192,6 @@ class Trainer:
         """
         config = self.config
         metrics: dict[str, float] = {}
-        batches = self._batches()
         with ExitStack() as stack:
             logger = None
             if self.is_main:
@@ -332,7 +204,7 @@ class Trainer:
             sigterm = stack.enter_context(_SigtermFlag(enabled=config.checkpoint.save_on_sigterm))
             while self.step < config.steps:
                 started = time.perf_counter()
-                metrics = self._train_step(batches)
+                metrics = self._train_step()
                 self.step += 1
                 if self.ema is not None:
                     self.ema.update(self.step)
@@ -348,6 +220,7 @@ class Trainer:
                     _due(self.step, config.logging.every_steps, config.steps) or "val/loss" in metrics
                 ):
                     logger.log(self.step, metrics)
+                self.checkpoints.finish(wait=False)
                 saved = _due(self.step, config.checkpoint.every_steps, config.steps)
                 if saved:
                     self.save()
@@ -361,6 +234,7 @@ class Trainer:
                     log.warning("SIGTERM received: checkpoint of step %d written, stopping", self.step)
                     self.interrupted = True
                     break
+            self.checkpoints.finish()
         if self.is_main and config.logging.plots:
             plot_metrics(self.output_dir / METRICS_FILE, self.output_dir / "plots")
         return metrics
@@ -372,39 +246,19 @@ class Trainer:
         total = self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum")
         return bool(total.item() > 0)
 
-    def _batches(self) -> Iterator[dict]:
-        """Endless micro-batches from the train loader, epoch after epoch (telling samplers the epoch)."""
-        empty_epochs = 0
-        while True:
-            sampler = getattr(self.train_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(self.epoch)
-            # Creating an iterator may draw worker seeds from the global RNG; keep that out of the training stream
-            # so a resumed run (which creates its first iterator at a different moment) sees the same RNG.
-            with _isolated_rng():
-                iterator = iter(self.train_loader)
-            count = 0
-            for batch in iterator:
-                count += 1
-                yield batch
-            empty_epochs = empty_epochs + 1 if count == 0 else 0
-            if empty_epochs > 1:
-                raise RuntimeError("the train loader yields no batches")
-            self.epoch += 1
 
-    def _train_step(self, batches: Iterator[dict]) -> dict[str, float]:
+    def _train_step(self) -> dict[str, float]:
         """One optimizer step over `gradient_accumulation_steps` micro-batches; raises NonFiniteError before
         updating the weights if the loss or the gradient norm is not finite."""
         accumulation = self.config.gradient_accumulation_steps
-        self.model.train()
+        train_mode(self.model, self._frozen)
         totals: dict[str, torch.Tensor] = {}
         data_time = 0.0
         for micro in range(accumulation):
             started = time.perf_counter()
-            batch = send_to_device(next(batches), self.accelerator.device)
+            batch = send_to_device(next(self.data), self.accelerator.device)
             data_time += time.perf_counter() - started
-            last = micro == accumulation - 1
-            with nullcontext() if last else self.accelerator.no_sync(self.model):
+            with self._gradient_sync(micro == accumulation - 1):
                 outputs = self._forward(batch)
                 self.accelerator.backward(outputs["loss"] / accumulation)
             for key, value in outputs.items():
@@ -423,7 +277,7 @@ class Trainer:
         metrics["train/grad_norm"] = values[-1]
         if not all(math.isfinite(v) for v in values):
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-            last_good = latest_checkpoint(self.checkpoint_dir)
+            last_good = latest_checkpoint(self.checkpoints.root)
             raise NonFiniteError(
                 f"non-finite {', '.join(bad)} at step {self.step + 1} (loss={metrics['train/loss']}, "
                 f"grad_norm={metrics['train/grad_norm']}); stopped before updating the weights. "
@@ -438,6 +292,13 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return metrics
+
+    def _gradient_sync(self, sync: bool):
+        """Reduce gradients only in the last micro-batch of a step (DDP no_sync / FSDP2's own switch)."""
+        if self.sharded:
+            self.model.set_requires_gradient_sync(sync)
+            return nullcontext()
+        return nullcontext() if sync else self.accelerator.no_sync(self.model)
 
     def _forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Run the model and keep its scalar outputs; the model contract is checked here with a clear message."""
@@ -462,11 +323,11 @@ class Trainer:
         across steps and the training stream does not depend on how often validation runs.
         """
         metrics = {}
-        with _isolated_rng():
+        with isolated_rng():
             torch.manual_seed(self.config.seed + self.rank)
             metrics.update(self._evaluate("val"))
         if self.ema is not None:
-            with self.ema.swapped_in(), _isolated_rng():
+            with self.ema.swapped_in(), isolated_rng():
                 torch.manual_seed(self.config.seed + self.rank)
                 metrics.update(self._evaluate("val_ema"))
         return metrics
@@ -483,7 +344,7 @@ class Trainer:
             for key, value in outputs.items():
                 sums[key] = sums.get(key, 0.0) + value.float()
             count += 1
-        self.model.train()
+        train_mode(self.model, self._frozen)
         if count == 0:
             raise RuntimeError("the validation loader yields no batches")
         keys = sorted(sums)
@@ -528,8 +389,3 @@ class _SigtermFlag:
 
 def _due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
-
-
-def _isolated_rng():
-    """Run a block without advancing the torch RNGs the training stream uses (CPU, and the current CUDA device)."""
-    return torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else [])
