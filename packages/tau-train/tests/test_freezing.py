@@ -85,7 +85,6 @@ def test_a_frozen_tower_of_pi05_has_no_gradient_no_change_and_no_dropout(tmp_pat
     assert ("vlm", True) not in modes and ("vlm", False) in modes and ("expert", True) in modes
 
 
-@pytest.mark.skipif(not hasattr(PiModel, "module_groups"), reason="PiModel.module_groups() not merged yet")
 def test_pi05_module_groups_freeze_the_vision_tower(tmp_path):
     trainer = pi_trainer(tmp_path, ["steps=2", "freeze=[vision]"])
     model = trainer.model
@@ -100,7 +99,6 @@ def test_pi05_module_groups_freeze_the_vision_tower(tmp_path):
     assert any(n.startswith("backbone.vision_tower.") for n in before if any(n.startswith(p) for p in prefixes))
 
 
-@pytest.mark.skipif(not hasattr(PiModel, "gradient_checkpointing_enable"), reason="not merged yet")
 def test_pi05_gradient_checkpointing_through_the_trainer_keeps_the_losses(tmp_path):
     plain = pi_trainer(tmp_path / "plain", ["steps=2"])
     checkpointed = pi_trainer(tmp_path / "checkpointed", ["steps=2", "gradient_checkpointing=true"])

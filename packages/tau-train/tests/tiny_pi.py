@@ -15,7 +15,7 @@ import os
 
 import torch
 from conftest import shared_dir
-from tau_models import GemmaConfig, PiModel, VisionConfig, tiny_pi05_config
+from tau_models import GemmaConfig, PiModel, SampleTokenizer, VisionConfig, tiny_pi05_config
 from torch.utils.data import Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -49,6 +49,7 @@ class PiSamples(Dataset):
 
     def __init__(self, config, size: int = 32, seed: int = 0):
         self.config, self.size, self.seed = config, size, seed
+        self.tokenize = SampleTokenizer(config)  # token ids are made where samples are, as in tau's pipelines
 
     def __len__(self) -> int:
         return self.size
@@ -61,7 +62,7 @@ class PiSamples(Dataset):
         actions = torch.zeros(cfg.chunk_size, cfg.max_action_dim)
         actions[:, :ACTION_DIM] = torch.rand(cfg.chunk_size, ACTION_DIM, generator=g) * 2 - 1
         size = cfg.vision.image_size
-        return {
+        return self.tokenize({
             "images": torch.rand(CAMERAS, 3, size, size, generator=g),
             "image_mask": torch.ones(CAMERAS, dtype=torch.bool),
             "state": state,
@@ -73,7 +74,7 @@ class PiSamples(Dataset):
             "noise": torch.randn(cfg.chunk_size, cfg.max_action_dim, generator=g),
             "time": torch.rand((), generator=g) * 0.9 + 0.05,
             "index": index,
-        }
+        })
 
 
 class SampleNoise(torch.nn.Module):

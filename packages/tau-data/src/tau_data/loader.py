@@ -50,6 +50,10 @@ class MixtureSampler(torch.utils.data.Sampler, Stateful):
         self.epoch += 1
         return iterator
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration draw epoch `epoch` (a trainer placing the stream after a resume)."""
+        self.epoch = int(epoch)
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch}
 

@@ -42,7 +42,9 @@ def select_parameters(model: torch.nn.Module, entries: Sequence[str], field: str
     for entry in entries:
         if entry in groups:
             prefixes = groups[entry]
-            matched = {n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)}
+            # a prefix names a module ("backbone.vision_tower", with or without the trailing dot) or a parameter
+            matched = {n for n in names if any(n == p.rstrip(".") or n.startswith(p.rstrip(".") + ".")
+                                               for p in prefixes)}
         else:
             matched = {n for n in names if fnmatch.fnmatchcase(n, entry)}
         if not matched:
