@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from serve_app.cli import API_KEY_ENV, DEFAULT_POLICY, main
+from serve_app.cli import DEFAULT_POLICY, main
 from served_policy import CHUNK, bundle_folder, sample_frames, served_policy
 from websockets.exceptions import ConnectionClosed
 
-from tau_policy.serving import RemotePolicy, RemotePolicyError
+from tau_policy.serving import API_KEY_ENV, RemotePolicy, RemotePolicyError
 
 LAUNCH = "import sys; from serve_app.cli import main; main(sys.argv[1:])"  # apps/serve in a child process
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from tau_policy import load_policy
 from tau_policy.serving import (
+    API_KEY_ENV,
     DEFAULT_MAX_MESSAGE_BYTES,
     HEALTH_PATH,
     PRESETS,
@@ -23,7 +24,6 @@ from tau_policy.serving import (
 )
 
 DEFAULT_POLICY = Path("outputs/default/train/policy")
-API_KEY_ENV = "TAU_SERVE_API_KEY"
 
 log = logging.getLogger("serve_app")
 

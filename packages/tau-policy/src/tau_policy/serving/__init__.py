@@ -15,6 +15,7 @@ from tau_policy.serving.keys import PRESETS, ObservationKeys, resolve_keys
 from tau_policy.serving.policy import ServablePolicy
 from tau_policy.serving.request import RequestError, policy_observation
 from tau_policy.serving.server import (
+    API_KEY_ENV,
     API_KEY_REJECTED,
     DEFAULT_MAX_MESSAGE_BYTES,
     HEALTH_PATH,
@@ -25,6 +26,7 @@ from tau_policy.serving.server import (
 from tau_policy.serving.wire import FrameError, pack, unpack
 
 __all__ = [
+    "API_KEY_ENV",
     "API_KEY_REJECTED",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "HEALTH_PATH",
