@@ -23,7 +23,8 @@ LAUNCH = "import sys; from serve_app.cli import main; main(sys.argv[1:])"  # app
 
 def start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """apps/serve on a free loopback port; the process and its URL (from its start-up line)."""
-    child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
+    path = os.pathsep.join(os.path.abspath(entry or os.curdir) for entry in sys.path)  # absolute: cwd may change
+    child_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
     process = subprocess.Popen([sys.executable, "-c", LAUNCH, "--port", "0", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=child_env, cwd=cwd)
     line = process.stdout.readline()
