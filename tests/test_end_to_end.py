@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import serve_app.cli
 import yaml
 from tau_data import LeRobotDataset
 from click.testing import CliRunner, Result
@@ -84,10 +85,12 @@ def test_eval_through_the_policy_server_gives_the_local_episodes(trained: Path, 
     policy = str(trained / "train" / "policy")
     common = ["--tasks", TASK, "--episodes-per-task", "2", "--num-envs", "1", "--action-steps", "2",
               "--videos-per-task", "0", "--seed", "7"]
-    invoke(eval_main, ["--policy", policy, "--head", "tau_sim_tabletop", *common, "--output-dir", str(tmp_path / "local")])
-    serve = ["-c", "import sys; from serve_app.cli import main; main(sys.argv[1:])", "--policy", policy, "--head",
-             "tau_sim_tabletop", "--keys", "tau-sim", "--port", "0", "--seed", "7"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TAU_SERVE_API_KEY": "k"}
+    invoke(eval_main, ["--policy", policy, "--head", "tau_sim_tabletop", *common, "--output-dir",
+                       str(tmp_path / "local")])
+    serve = [serve_app.cli.__file__, "--policy", policy, "--head", "tau_sim_tabletop", "--keys", "tau-sim",
+             "--port", "0", "--seed", "7"]
+    path = os.pathsep.join(os.path.abspath(entry or os.curdir) for entry in sys.path)
+    env = {**os.environ, "PYTHONPATH": path, "TAU_SERVE_API_KEY": "k"}
     server = subprocess.Popen([sys.executable, *serve], stdout=subprocess.PIPE, text=True, env=env)
     try:
         line = server.stdout.readline()
