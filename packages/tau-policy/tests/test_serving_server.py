@@ -11,10 +11,12 @@ from collections.abc import Iterator
 import msgpack
 import numpy as np
 import pytest
-from served_policy import CHUNK, libero_request, reference_actions, sample_frames, served_policy
+from conftest import mixture, tiny_model
+from served_policy import CHUNK, RecordingPolicy, libero_request, reference_actions, sample_frames, served_policy
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tau_policy import PolicyBundle, Provenance, SimPolicy, load_policy
 from tau_policy.serving import (
     PRESETS,
     ObservationKeys,
@@ -197,3 +199,21 @@ def test_reply_is_plain_msgpack_with_float32_actions() -> None:
     raw = msgpack.unpackb(reply)
     assert raw["actions"][b"dtype"] == "<f4" and raw["actions"][b"shape"] == [CHUNK, 2]
     np.testing.assert_array_equal(unpack(reply)["actions"], reference_actions(served_policy(), FRAMES, [0])[0])
+
+
+def test_a_head_without_some_camera_is_served_only_the_cameras_it_reads(two_robots, tmp_path) -> None:
+    bundle = PolicyBundle.from_mixture(tiny_model(), mixture(two_robots[1]), provenance=Provenance())
+    folder = bundle.save(tmp_path / "policy")  # robot B: camera slots (front, None), state 2, action 3
+    rng = np.random.default_rng(0)
+    observations = [{"images": rng.integers(0, 256, (1, 2, 24, 24, 3), dtype=np.uint8),  # one env, 2 env cameras
+                     "state": rng.normal(size=(1, 2)).astype(np.float32)} for _ in range(2)]
+    local = SimPolicy(load_policy(folder), seed=0)
+    expected = [local.act(observation, ["push block 0"]) for observation in observations]
+    recording = RecordingPolicy(load_policy(folder))
+    with ServerThread(PolicyServer(recording, PRESETS["tau-sim"], port=0)) as running, \
+            RemotePolicy(running.url) as remote:
+        assert remote.camera_slots == ["observation.images.front", None]
+        got = [remote.act(observation, ["push block 0"]) for observation in observations]
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(expected))
+    assert got[0].shape == (1, CHUNK, 3)
+    assert sorted(recording.calls[0][0]) == ["observation.images.front", "observation.state"]
