@@ -1,9 +1,14 @@
 """The apps end to end on tiny settings: generate demonstrations -> train -> evaluate -> one RECAP iteration."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import serve_app.cli
 import yaml
 from tau_data import LeRobotDataset
 from click.testing import CliRunner, Result
@@ -73,6 +78,36 @@ def test_eval_rejects_a_folder_without_policy(tmp_path: Path) -> None:
 def test_eval_names_the_heads_of_the_policy(trained: Path) -> None:
     result = CliRunner().invoke(eval_main, ["--policy", str(trained / "train" / "policy"), "--head", "aloha"])
     assert result.exit_code != 0 and "'aloha' is no head" in result.output and "tau_sim_tabletop/default" in result.output
+
+
+def test_eval_through_the_policy_server_gives_the_local_episodes(trained: Path, tmp_path: Path) -> None:
+    """apps/serve on a free loopback port + apps/eval --server: the per-episode results of apps/eval --policy."""
+    policy = str(trained / "train" / "policy")
+    common = ["--tasks", TASK, "--episodes-per-task", "2", "--num-envs", "1", "--action-steps", "2",
+              "--videos-per-task", "0", "--seed", "7"]
+    invoke(eval_main, ["--policy", policy, "--head", "tau_sim_tabletop", *common, "--output-dir",
+                       str(tmp_path / "local")])
+    serve = [serve_app.cli.__file__, "--policy", policy, "--head", "tau_sim_tabletop", "--keys", "tau-sim",
+             "--port", "0", "--seed", "7"]
+    path = os.pathsep.join(os.path.abspath(entry or os.curdir) for entry in sys.path)
+    env = {**os.environ, "PYTHONPATH": path, "TAU_SERVE_API_KEY": "k"}
+    server = subprocess.Popen([sys.executable, *serve], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = server.stdout.readline()
+        assert " on ws://127.0.0.1:" in line, line
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        refused = CliRunner().invoke(eval_main, ["--server", url, *common, "--output-dir", str(tmp_path / "x")])
+        assert refused.exit_code == 1 and "invalid or missing API key" in refused.output
+        invoke(eval_main, ["--server", url, "--api-key", "k", *common, "--output-dir", str(tmp_path / "remote")])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    local, remote = ([{k: v for k, v in e.items() if k != "seconds"} for e in  # all but the wall-clock time
+                      json.loads((tmp_path / name / "summary.json").read_text())["episodes"]]
+                     for name in ("local", "remote"))
+    assert len(local) == 2 and remote == local  # same success, length and action jerk: the same actions
+    mixed = CliRunner().invoke(eval_main, ["--server", url, "--head", "tau_sim_tabletop", "--inference-steps", "1"])
+    assert mixed.exit_code == 1 and "--head, --inference-steps cannot be combined with it" in mixed.output
 
 
 def test_one_recap_iteration(trained: Path) -> None:

@@ -1,5 +1,5 @@
-"""Shared test helpers for tau-policy: the shared tiny tokenizer, tiny pi0.5 models, duck-typed episodes and
-small two-robot datasets recorded with record_episodes."""
+"""Shared test helpers for tau-policy: the shared tiny tokenizer, tiny pi0.5 models, duck-typed episodes,
+small two-robot datasets recorded with record_episodes, and a saved single-robot bundle."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from tau_data import DatasetSpec, MixtureConfig, MixtureDataset, NormMode
 from tau_models import PiModel, tiny_pi05_config
-from tau_policy import episode_labels, record_episodes
+from tau_policy import PolicyBundle, Provenance, episode_labels, record_episodes
 
 torch.set_num_threads(1)
 
@@ -75,13 +75,26 @@ def make_episode(seed: int, cameras: tuple[str, ...], state_dim: int, action_dim
                    camera_names=cameras, intervention=np.arange(length) >= length - 2)
 
 
+def record_robot_a(root: Path, state_dim: int = 3, action_dim: int = 2) -> Path:
+    """Robot A's dataset (3 episodes: cameras top + wrist at 20x30, state 3, action 2 by default) at `root`."""
+    record_episodes([make_episode(s, ("top", "wrist"), state_dim, action_dim) for s in range(3)], root,
+                    robot_type=ROBOT_A, extras=episode_labels)
+    return root
+
+
+def robot_a_bundle(root: Path, state_dim: int = 3, action_dim: int = 2) -> Path:
+    """A freshly initialised tiny pi0.5 with the layout and statistics of robot A (of these state / action sizes),
+    saved as a bundle in root/policy; root/robot_a holds its dataset."""
+    mix = mixture(record_robot_a(root / "robot_a", state_dim, action_dim))
+    bundle = PolicyBundle.from_mixture(tiny_model(), mix, provenance=Provenance(source=str(root / "robot_a")))
+    return bundle.save(root / "policy")
+
+
 @pytest.fixture(scope="session")
 def two_robots(tmp_path_factory) -> tuple[Path, Path]:
     """Robot A: cameras top + wrist (20x30), state 3, action 2. Robot B: camera front (24x24), state 2, action 3."""
     root = tmp_path_factory.mktemp("robots")
-    a, b = root / "robot_a", root / "robot_b"
-    record_episodes([make_episode(s, ("top", "wrist"), 3, 2) for s in range(3)], a, robot_type=ROBOT_A,
-                    extras=episode_labels)
+    a, b = record_robot_a(root / "robot_a"), root / "robot_b"
     record_episodes([make_episode(10 + s, ("front",), 2, 3, size=(24, 24)) for s in range(2)], b, robot_type=ROBOT_B)
     return a, b
 

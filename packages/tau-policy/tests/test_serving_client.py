@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from openpi_client_venv import clean_env, openpi_client_python
-from tiny_served_policy import RecordingPolicy, build_tiny_policy, reference_actions, sample_frames
+from served_policy import CHUNK, RecordingPolicy, reference_actions, sample_frames, served_policy
 
 from tau_policy.serving import API_KEY_REJECTED, PolicyServer, ServerThread, resolve_keys
 
@@ -31,7 +31,7 @@ def driven() -> tuple[dict[str, Any], dict[str, np.ndarray], RecordingPolicy]:
     frames = sample_frames(N)
     work = Path(tempfile.mkdtemp(prefix="tau-openpi-driver-"))
     np.savez(work / "requests.npz", **{k: frames[k] for k in ("image", "wrist_image", "state")})
-    policy = RecordingPolicy(build_tiny_policy(seed=0))
+    policy = RecordingPolicy(served_policy())
     server = PolicyServer(policy, resolve_keys("libero"), port=0, api_key=API_KEY)
     with ServerThread(server):
         spec = {"host": "127.0.0.1", "port": server.port, "api_key": API_KEY, "chunk": policy.layout.chunk_size,
@@ -60,8 +60,8 @@ def test_metadata_arrives_first_and_actions_equal_the_in_process_policy() -> Non
                                                                              "observation/wrist_image"]
     assert results["reply_keys"] == ["actions", "server_timing"]
     assert {"infer_ms", "queue_ms", "decode_ms", "prev_total_ms"} <= set(results["timing_keys"])
-    expected = reference_actions(build_tiny_policy(seed=0), sample_frames(N), range(N))
-    assert actions["sequential"].shape == (N, 4, 2) and actions["sequential"].dtype == np.float32
+    expected = reference_actions(served_policy(), sample_frames(N), range(N))
+    assert actions["sequential"].shape == (N, CHUNK, 2) and actions["sequential"].dtype == np.float32
     np.testing.assert_array_equal(actions["sequential"], expected)
 
 
@@ -97,10 +97,10 @@ def test_two_clients_at_once_are_both_served() -> None:
     by_state = {call[0]["observation.state"][0].tobytes(): call[2][0] for call in concurrent}
     for name in ("a", "b"):
         states, got = actions[f"concurrent_{name}_state"], actions[f"concurrent_{name}"]
-        assert got.shape == (N // 2, 4, 2)
+        assert got.shape == (N // 2, CHUNK, 2)
         for state, chunk in zip(states, got, strict=True):
             np.testing.assert_array_equal(chunk, by_state.get(state.tobytes(), np.nan))
     # Every call the server made, replayed in its order through a fresh policy of the same seed, matches.
-    fresh = build_tiny_policy(seed=0)
+    fresh = served_policy()
     for observation, prompts, served in policy.calls:
         np.testing.assert_array_equal(fresh.act(observation, prompts), served)

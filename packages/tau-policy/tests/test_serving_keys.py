@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_served_policy import TinyLayout
 
+from tau_policy import PolicyLayout
 from tau_policy.serving import PRESETS, ObservationKeys, RequestError, policy_observation, resolve_keys
+from tau_policy.serving.request import check_camera_count
 
-LAYOUT = TinyLayout()  # cameras top, wrist; state_dim 2
-TOP, WRIST = LAYOUT.cameras
+TOP, WRIST = "observation.images.top", "observation.images.wrist"
+LAYOUT = PolicyLayout(head="arm_a/default", cameras=(TOP, WRIST), image_size=(16, 16), state_dim=2, action_dim=2,
+                      chunk_size=3, max_state_dim=4, max_action_dim=4)
 
 
 def image(h: int = 6, w: int = 8, fill: int = 0) -> np.ndarray:
@@ -125,3 +128,15 @@ def test_bad_key_files_are_named(tmp_path: Path, content: object, message: str) 
 def test_unknown_preset_lists_the_presets() -> None:
     with pytest.raises(ValueError, match="neither a preset \\(libero, aloha, droid, tau-sim\\) nor a JSON file"):
         resolve_keys("lerobot")
+
+
+def test_a_camera_slot_the_head_lacks_takes_no_image() -> None:
+    one_camera = dataclasses.replace(LAYOUT, cameras=(TOP, None))
+    observation, _ = policy_observation({"images": image(fill=3)[None], "state": np.zeros(2), "prompt": "p"},
+                                        PRESETS["tau-sim"], one_camera)
+    assert sorted(observation) == ["observation.images.top", "observation.state"] and observation[TOP][0, 0, 0, 0] == 3
+    keys = ObservationKeys(cameras=("observation/image",))
+    observation, _ = policy_observation(libero(), keys, one_camera)
+    assert sorted(observation) == ["observation.images.top", "observation.state"]
+    with pytest.raises(ValueError, match=r"name 2 camera keys .* but the policy has 1 cameras \['observation.images.top'\]"):
+        check_camera_count(PRESETS["libero"], one_camera, "the observation keys")

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from served_policy import served_policy
 from tau_sim import EvalConfig, evaluate
-from tiny_served_policy import TinySimPolicy, build_tiny_policy
 
+from tau_policy import SimPolicy
 from tau_policy.serving import PRESETS, PolicyServer, RemotePolicy, ServerThread
 
 TASKS = ["tabletop/push_red_to_target", "tabletop/push_blue_to_target"]
@@ -39,8 +40,8 @@ def episodes(policy: Any, num_envs: int) -> tuple[list[tuple[str, int, bool, int
 
 @pytest.mark.parametrize("keys", ["tau-sim", "libero"])
 def test_remote_evaluation_matches_local_evaluation(keys: str) -> None:
-    local, local_chunks = episodes(TinySimPolicy(build_tiny_policy(seed=0)), num_envs=1)
-    server = PolicyServer(build_tiny_policy(seed=0), PRESETS[keys], port=0)
+    local, local_chunks = episodes(SimPolicy(served_policy(), seed=0), num_envs=1)
+    server = PolicyServer(served_policy(), PRESETS[keys], port=0)
     with ServerThread(server), RemotePolicy(server.url) as remote:
         served, served_chunks = episodes(remote, num_envs=1)
     assert served == local and len(local) == 4

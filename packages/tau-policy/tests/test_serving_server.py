@@ -11,10 +11,12 @@ from collections.abc import Iterator
 import msgpack
 import numpy as np
 import pytest
-from tiny_served_policy import build_tiny_policy, libero_request, reference_actions, sample_frames
+from conftest import mixture, tiny_model
+from served_policy import CHUNK, RecordingPolicy, libero_request, reference_actions, sample_frames, served_policy
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tau_policy import PolicyBundle, Provenance, SimPolicy, load_policy
 from tau_policy.serving import (
     PRESETS,
     ObservationKeys,
@@ -31,7 +33,7 @@ class SlowPolicy:
     """The tiny policy, held `delay_s` inside each act, counting how many acts ever ran at once."""
 
     def __init__(self, delay_s: float, fail_on: str | None = None) -> None:
-        self.policy, self.delay_s, self.fail_on = build_tiny_policy(seed=0), delay_s, fail_on
+        self.policy, self.delay_s, self.fail_on = served_policy(), delay_s, fail_on
         self.layout, self.metadata = self.policy.layout, self.policy.metadata
         self.active = self.most_active = 0
         self.lock = threading.Lock()
@@ -92,10 +94,10 @@ def test_an_error_closes_that_connection_only(slow, frame: bytes | str, message:
     text, code = error_and_close(connection)
     assert text.startswith(message) and code == 1011
     bystander.send(pack(libero_request(FRAMES, 1)))
-    assert unpack(bystander.recv(timeout=10))["actions"].shape == (4, 2)
+    assert unpack(bystander.recv(timeout=10))["actions"].shape == (CHUNK, 2)
     fresh, _ = open_client(running.url)
     fresh.send(pack(libero_request(FRAMES, 0)))
-    assert unpack(fresh.recv(timeout=10))["actions"].shape == (4, 2)
+    assert unpack(fresh.recv(timeout=10))["actions"].shape == (CHUNK, 2)
 
 
 def test_a_message_over_the_size_limit_is_refused(slow) -> None:
@@ -137,7 +139,7 @@ def check_heartbeat_and_queue(policy: SlowPolicy, running: ServerThread) -> None
 
 
 def test_shutdown_closes_open_connections_as_going_away() -> None:
-    running = ServerThread(PolicyServer(build_tiny_policy(seed=0), PRESETS["libero"], port=0))
+    running = ServerThread(PolicyServer(served_policy(), PRESETS["libero"], port=0))
     with running:
         connection, _ = open_client(running.url)
     with pytest.raises(ConnectionClosed) as closed:
@@ -146,7 +148,7 @@ def test_shutdown_closes_open_connections_as_going_away() -> None:
 
 
 def test_start_up_checks() -> None:
-    policy = build_tiny_policy(seed=0)
+    policy = served_policy()
     with pytest.raises(ValueError, match=r"name 4 camera keys .* but the policy has 2 cameras"):
         PolicyServer(policy, PRESETS["aloha"])
     with pytest.raises(ValueError, match="api_key must not be empty"):
@@ -162,10 +164,10 @@ def test_remote_policy_acts_like_the_policy_under_any_single_state_keys() -> Non
     prompts = frames["prompts"]
     for keys in (PRESETS["tau-sim"], PRESETS["libero"], ObservationKeys(cameras=("x", "y"), state=("s",),
                                                                       channels_first=True)):
-        with ServerThread(PolicyServer(build_tiny_policy(seed=0), keys, port=0, api_key="k")) as running, \
+        with ServerThread(PolicyServer(served_policy(), keys, port=0, api_key="k")) as running, \
                 RemotePolicy(running.url, api_key="k") as remote:
             got = remote.act(tau_sim, prompts)
-        local = build_tiny_policy(seed=0)
+        local = served_policy()
         top, wrist = local.layout.cameras
         expected = np.concatenate([local.act({top: tau_sim["images"][i: i + 1, 0], wrist: tau_sim["images"][i: i + 1, 1],
                                               "observation.state": frames["state"][i: i + 1]}, [prompts[i]])
@@ -174,7 +176,7 @@ def test_remote_policy_acts_like_the_policy_under_any_single_state_keys() -> Non
 
 
 def test_remote_policy_errors_are_clear() -> None:
-    policy = build_tiny_policy(seed=0)
+    policy = served_policy()
     with ServerThread(PolicyServer(policy, PRESETS["tau-sim"], port=0, api_key="k")) as running:
         with pytest.raises(RemotePolicyError, match="closed the connection: .*1008.*invalid or missing API key"):
             RemotePolicy(running.url, api_key="nope")
@@ -189,11 +191,29 @@ def test_remote_policy_errors_are_clear() -> None:
 
 
 def test_reply_is_plain_msgpack_with_float32_actions() -> None:
-    policy = build_tiny_policy(seed=0)
+    policy = served_policy()
     with ServerThread(PolicyServer(policy, port=0)) as running:
         connection, _ = open_client(running.url)
         connection.send(pack(libero_request(FRAMES, 0)))
         reply = connection.recv(timeout=10)
     raw = msgpack.unpackb(reply)
-    assert raw["actions"][b"dtype"] == "<f4" and raw["actions"][b"shape"] == [4, 2]
-    np.testing.assert_array_equal(unpack(reply)["actions"], reference_actions(build_tiny_policy(seed=0), FRAMES, [0])[0])
+    assert raw["actions"][b"dtype"] == "<f4" and raw["actions"][b"shape"] == [CHUNK, 2]
+    np.testing.assert_array_equal(unpack(reply)["actions"], reference_actions(served_policy(), FRAMES, [0])[0])
+
+
+def test_a_head_without_some_camera_is_served_only_the_cameras_it_reads(two_robots, tmp_path) -> None:
+    bundle = PolicyBundle.from_mixture(tiny_model(), mixture(two_robots[1]), provenance=Provenance())
+    folder = bundle.save(tmp_path / "policy")  # robot B: camera slots (front, None), state 2, action 3
+    rng = np.random.default_rng(0)
+    observations = [{"images": rng.integers(0, 256, (1, 2, 24, 24, 3), dtype=np.uint8),  # one env, 2 env cameras
+                     "state": rng.normal(size=(1, 2)).astype(np.float32)} for _ in range(2)]
+    local = SimPolicy(load_policy(folder), seed=0)
+    expected = [local.act(observation, ["push block 0"]) for observation in observations]
+    recording = RecordingPolicy(load_policy(folder))
+    with ServerThread(PolicyServer(recording, PRESETS["tau-sim"], port=0)) as running, \
+            RemotePolicy(running.url) as remote:
+        assert remote.camera_slots == ["observation.images.front", None]
+        got = [remote.act(observation, ["push block 0"]) for observation in observations]
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(expected))
+    assert got[0].shape == (1, CHUNK, 3)
+    assert sorted(recording.calls[0][0]) == ["observation.images.front", "observation.state"]

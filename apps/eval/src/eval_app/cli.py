@@ -1,4 +1,5 @@
-"""`./pants run apps/eval -- [--policy DIR] [--suite S | --tasks T,...]`: success rates of a policy in tau-sim."""
+"""`./pants run apps/eval -- [--policy DIR | --server ws://HOST:PORT] [--suite S | --tasks T,...]`: success rates of a
+policy in tau-sim, acting in process or through a policy server (`apps/serve`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 import click
 import numpy as np
 from tau_policy import SimPolicy, load_policy
+from tau_policy.serving import API_KEY_ENV, RemotePolicy, RemotePolicyError
 from tau_sim import EvalConfig, TabletopExpertPolicy, evaluate, list_suites, make_env, suite_tasks
 from tau_sim.tabletop_env import LAYOUTS
 
 DEFAULT_POLICY = Path("outputs/default/train/policy")
+LOCAL_ONLY = {"policy_dir": "--policy", "head": "--head", "inference_steps": "--inference-steps",
+              "expert": "--expert", "random_policy": "--random"}  # options --server cannot take
 
 
 def sim_policy(folder: Path, seed: int, steps: int | None, head: str | None) -> SimPolicy:
@@ -24,6 +28,14 @@ def sim_policy(folder: Path, seed: int, steps: int | None, head: str | None) -> 
     try:
         return SimPolicy(load_policy(folder, head=head, num_inference_steps=steps), seed=seed)
     except ValueError as error:
+        raise click.ClickException(str(error)) from error
+
+
+def remote_policy(url: str, api_key: str | None) -> RemotePolicy:
+    """The policy served at `url` (apps/serve, any --keys whose state is one key), behind tau-sim's protocol."""
+    try:
+        return RemotePolicy(url, api_key=api_key)
+    except RemotePolicyError as error:
         raise click.ClickException(str(error)) from error
 
 
@@ -46,6 +58,11 @@ class RandomPolicy:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--policy", "policy_dir", type=click.Path(path_type=Path), default=DEFAULT_POLICY,
               show_default=True, help="Policy bundle folder written by apps/train or apps/rl.")
+@click.option("--server", default=None, metavar="ws://HOST:PORT",
+              help="Evaluate the policy served there (apps/serve) instead of --policy. Serve it with --seed equal "
+                   "to this --seed and evaluate with --num-envs 1 to get the episodes of local evaluation.")
+@click.option("--api-key", default=None, envvar=API_KEY_ENV, show_envvar=True,
+              help="API key of the --server (sent as 'Authorization: Api-Key <key>').")
 @click.option("--head", default=None,
               help="Which of a mixture policy's robots to act as (norm head, robot type or dataset name).")
 @click.option("--expert", is_flag=True, help="Evaluate tau-sim's scripted expert instead (the upper bound).")
@@ -66,12 +83,15 @@ class RandomPolicy:
               help="Episodes per task recorded into the MP4 grid.")
 @click.option("--shard", default="0/1", show_default=True, help="INDEX/COUNT: evaluate tasks[INDEX::COUNT].")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
-              help="Where summary.json, success.png and videos/ go (default: <policy>/../eval).")
+              help="Where summary.json, success.png and videos/ go (default: <policy>/../eval; with --server: "
+                   "outputs/eval_server).")
 @click.option("--layout", default=None, type=click.Choice(LAYOUTS),
               help="Tabletop scene layout: 'fixed' (default) keeps each colour in its slot, 'slots' shuffles them, "
                    "'uniform' places everything anywhere.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
-def main(policy_dir: Path, head: str | None, expert: bool, random_policy: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
+@click.pass_context
+def main(ctx: click.Context, policy_dir: Path, server: str | None, api_key: str | None, head: str | None,
+         expert: bool, random_policy: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
          num_envs: int, action_steps: int | None, inference_steps: int | None, videos_per_task: int, shard: str,
          output_dir: Path | None, layout: str | None, verbose: bool) -> None:
     """Evaluate a trained policy (default: the latest `apps/train` run) on tau-sim tasks and print success rates."""
@@ -86,7 +106,16 @@ def main(policy_dir: Path, head: str | None, expert: bool, random_policy: bool, 
         raise click.ClickException(f"bad evaluation options: {error}") from error
     if layout is not None:
         config.env_kwargs["layout"] = layout
-    if expert:
+    if server is not None:
+        given = [flag for name, flag in LOCAL_ONLY.items()
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.ClickException(f"--server evaluates the served policy: {', '.join(given)} cannot be "
+                                       "combined with it (choose the head and inference steps with apps/serve)")
+        policy, name = remote_policy(server, api_key), "eval_server"
+        if policy.state_key == "privileged":
+            config.env_kwargs["privileged_obs"] = True
+    elif expert:
         policy, name = TabletopExpertPolicy(), "eval_expert"
         config.env_kwargs["privileged_obs"] = True
     elif random_policy:
@@ -95,8 +124,14 @@ def main(policy_dir: Path, head: str | None, expert: bool, random_policy: bool, 
         policy, name = sim_policy(policy_dir, seed, inference_steps, head), "eval"
         if policy.state_key == "privileged":
             config.env_kwargs["privileged_obs"] = True
-    output_dir = output_dir or (policy_dir.parent / name)
-    summary = evaluate(policy, task_ids, config, output_dir=output_dir)
+    output_dir = output_dir or (Path("outputs") if server is not None else policy_dir.parent) / name
+    try:
+        summary = evaluate(policy, task_ids, config, output_dir=output_dir)
+    except RemotePolicyError as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        if isinstance(policy, RemotePolicy):
+            policy.close()
     overall = summary["overall"]
     click.echo(json.dumps({"suites": {name: s["success_rate"] for name, s in summary["suites"].items()},
                            "overall": overall}))

@@ -9,6 +9,10 @@
 
 Observations are built into samples with tau-data's build_sample (the training path); actions come back in robot
 units (unnormalised with the head's statistics, sliced to its real action size, clipped to its layout's range).
+
+Serving lives in tau_policy.serving, its one public place (PolicyServer, serve_until_signal, ServerThread,
+RemotePolicy, ObservationKeys, resolve_keys, PRESETS, ...): a Policy behind openpi's websocket protocol, and
+tau-sim's Policy protocol acting through such a server. It is a subpackage so that acting does not load websockets.
 """
 
 from tau_policy.bundle import BUNDLE_FORMAT, PolicyBundle, Provenance, read_layouts, read_model_config

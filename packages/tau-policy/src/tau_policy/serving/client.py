@@ -25,11 +25,14 @@ class RemotePolicy:
 
     The request keys are the server's own (its metadata's observation keys), so any preset whose state is one key
     works; tau-sim's {"images": (B, N_cam, H, W, 3), state_key: (B, D)} is split per env and renamed onto them.
+    Like tau_policy.SimPolicy, env camera i feeds the policy's camera slot i (slots its head lacks are not sent),
+    and `state_key` defaults to the env entry the policy's training data was recorded from (its layout's
+    sim_state_key).
     """
 
-    def __init__(self, url: str, *, api_key: str | None = None, state_key: str = "state",
+    def __init__(self, url: str, *, api_key: str | None = None, state_key: str | None = None,
                  timeout_s: float = 120.0) -> None:
-        self.url, self.state_key, self.timeout_s = url, state_key, timeout_s
+        self.url, self.timeout_s = url, timeout_s
         headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
         self._exit = ExitStack()
         try:  # connect() is a context manager (websockets >= 17.1 warns otherwise); closed by close()
@@ -45,6 +48,9 @@ class RemotePolicy:
             raise RemotePolicyError(f"{url} sent no observation keys in its metadata: not a tau policy "
                                     "server") from error
         self.keys = ObservationKeys.from_description(description, source=f"{url} observation keys")
+        layout = self.metadata.get("layout") or {}
+        self.state_key: str = state_key or layout.get("sim_state_key", "state")
+        self.camera_slots: list[str | None] | None = layout.get("cameras")  # None: a server without a layout
         if len(self.keys.state) != 1:
             self.close()
             raise RemotePolicyError(f"{url} reads the state from {len(self.keys.state)} keys "
@@ -88,6 +94,11 @@ class RemotePolicy:
         if self.state_key not in observation:
             raise KeyError(f"observation has no {self.state_key!r} entry (it has {sorted(observation)})")
         state = np.asarray(observation[self.state_key])
+        if self.camera_slots is not None and images.ndim == 5:
+            if images.shape[1] != len(self.camera_slots):
+                raise ValueError(f"observation has {images.shape[1]} cameras, the served policy has "
+                                 f"{len(self.camera_slots)} camera slots {self.camera_slots}")
+            images = images[:, [i for i, camera in enumerate(self.camera_slots) if camera is not None]]
         if images.ndim != 5 or len(images) != len(prompts) or len(state) != len(prompts):
             raise ValueError(f"expected images (B, N_cam, H, W, 3) and state (B, D) for B={len(prompts)} prompts, "
                              f"got {images.shape} and {state.shape}")

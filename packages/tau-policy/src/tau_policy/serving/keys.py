@@ -12,7 +12,8 @@ map; "a/b" is also found nested (`request["a"]["b"]`), the way openpi flattens n
 
 Any other mapping is a JSON file with the fields of ObservationKeys, e.g.
 `{"cameras": ["front", "wrist"], "state": ["qpos", "gripper"], "prompt": "task", "channels_first": false}`.
-Camera keys fill the policy's camera slots in order; the state keys are concatenated in order.
+Camera keys fill the camera features the policy reads, in slot order (a slot its head lacks takes no key); the
+state keys are concatenated in order.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What the server needs of a policy: tau_policy.Policy's `act`, `layout` and `metadata` (CONTRACTS.md), as a Protocol."""
+"""What the server needs of a policy: tau_policy.Policy's `act`, `layout` and `metadata` (CONTRACTS.md), as a Protocol
+(so tests and wrappers around a Policy can be served too)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tau_policy.layout import PolicyLayout
 
-class PolicyLayout(Protocol):
-    """The inputs and outputs of a policy: camera feature names in slot order, the state feature, sizes."""
 
-    cameras: Sequence[str]  # e.g. ("observation.images.top", "observation.images.wrist")
-    state_feature: str  # e.g. "observation.state"
-    state_dim: int
-    action_dim: int
-    chunk_size: int
+def camera_features(layout: PolicyLayout) -> list[str]:
+    """The camera features the policy reads, in slot order (slots the robot lacks, None, are left out)."""
+    return [camera for camera in layout.cameras if camera is not None]
 
 
 class ServablePolicy(Protocol):

@@ -1,5 +1,8 @@
 """One openpi request (a single observation map) -> the policy's batched observation, checked key by key.
 
+The camera keys (or the stacked images) fill the camera features the policy reads, in slot order: slots its head
+lacks (None in the layout) take no image.
+
 Every problem is a RequestError naming the request key and what was expected there, so a robot-side developer can
 fix the client from the message alone.
 """
@@ -11,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from tau_policy.layout import PolicyLayout
 from tau_policy.serving.keys import ObservationKeys
-from tau_policy.serving.policy import PolicyLayout
+from tau_policy.serving.policy import camera_features
 
 
 class RequestError(ValueError):
@@ -83,7 +87,7 @@ def policy_observation(request: Any, keys: ObservationKeys, layout: PolicyLayout
     """The batch-of-one observation keyed by the policy's feature names, and the prompt, of one request."""
     if not isinstance(request, Mapping):
         raise RequestError(f"a request must be a msgpack map of observation keys, got {type(request).__name__}")
-    cameras = list(layout.cameras)
+    cameras = camera_features(layout)
     observation: dict[str, np.ndarray] = {}
     if keys.stacked_images is not None:
         key = keys.stacked_images
@@ -118,6 +122,7 @@ def policy_observation(request: Any, keys: ObservationKeys, layout: PolicyLayout
 
 def check_camera_count(keys: ObservationKeys, layout: PolicyLayout, source: str) -> None:
     """Raise when camera keys and the policy's camera slots differ in number (checked once, at server start)."""
-    if keys.stacked_images is None and len(keys.cameras) != len(layout.cameras):
+    cameras = camera_features(layout)
+    if keys.stacked_images is None and len(keys.cameras) != len(cameras):
         raise ValueError(f"{source} name {len(keys.cameras)} camera keys {list(keys.cameras)} but the policy has "
-                         f"{len(layout.cameras)} cameras {list(layout.cameras)}; pass keys with one per camera slot")
+                         f"{len(cameras)} cameras {cameras}; pass keys with one per camera the policy reads")

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20  # a few hundred uint8 224x224 images
 HEALTH_PATH = "/healthz"
+API_KEY_ENV = "TAU_SERVE_API_KEY"  # apps/serve and apps/eval --server read the API key from it
 API_KEY_REJECTED = "invalid or missing API key: send the header 'Authorization: Api-Key <key>'"
 
 
