@@ -99,8 +99,11 @@ class Policy:
 
 
 def load_policy(path_or_hub_id: str | Path, *, head: str | None = None, device: str | torch.device = "cpu",
-                seed: int = 0, num_inference_steps: int | None = None) -> Policy:
-    """The policy of a saved bundle (folder or hub repo id), acting for `head` (a norm head, robot type or dataset
-    name; None: the only head)."""
-    return Policy(PolicyBundle.load(path_or_hub_id, device=device), head, device=device, seed=seed,
-                  num_inference_steps=num_inference_steps)
+                seed: int = 0, num_inference_steps: int | None = None, statistics: Any = None, strict: bool = True,
+                vision_num_heads: int | None = None, **overrides: Any) -> Policy:
+    """The policy of a saved bundle or a LeRobot / OpenTau / openpi checkpoint (folder or hub repo id), acting for
+    `head` (a norm head, robot type or dataset name; None: the only head). `statistics` (a Normalizer or normaliser
+    file) replaces the checkpoint's own; `overrides` are PiConfig runtime fields (e.g. tokenizer_name)."""
+    bundle = PolicyBundle.load(path_or_hub_id, device=device, statistics=statistics, strict=strict,
+                               vision_num_heads=vision_num_heads, **overrides)
+    return Policy(bundle, head, device=device, seed=seed, num_inference_steps=num_inference_steps)
