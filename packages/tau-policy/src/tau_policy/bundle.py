@@ -28,6 +28,7 @@ from tau_data import MixtureDataset, Normalizer
 from tau_models import PiConfig, PiModel, from_pretrained, save_pretrained
 from tau_models.checkpoint import read_config_json, resolve_bundled_tokenizer
 
+from tau_policy.foreign import check_no_lora, load_foreign
 from tau_policy.layout import PolicyLayout, choose_layout
 from tau_policy.legacy import is_legacy, legacy_layout
 
@@ -116,12 +117,11 @@ class PolicyBundle:
         folder = resolve_policy_folder(path_or_hub_id)
         own = Normalizer.load(statistics) if isinstance(statistics, (str, Path)) else statistics
         if not (folder / BUNDLE_FILE).is_file():
-            from tau_policy.foreign import load_foreign
-
             model, normalizer, layouts, kind = load_foreign(folder, device=device, statistics=own, strict=strict,
                                                             vision_num_heads=vision_num_heads, **overrides)
             note = f"loaded from a {kind} checkpoint folder" + ("" if own is None else " with the caller's statistics")
             return cls(model, normalizer, layouts, Provenance(source=str(folder), weights=None, note=note))
+        check_no_lora(folder / MODEL_DIR)
         normalizer = own or Normalizer.load(folder / NORMALIZER_FILE)
         layouts, provenance = read_layouts(folder)
         model = from_pretrained(folder / MODEL_DIR, strict=strict, vision_num_heads=vision_num_heads, **overrides)

@@ -10,10 +10,12 @@ Statistics that are missing are an error unless the caller passes a Normalizer o
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 from tau_data import Normalizer
 from tau_models import PiModel, load_pi_checkpoint
 from tau_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config_json
@@ -23,8 +25,35 @@ from tau_policy import lerobot_format, openpi_format, opentau_format
 from tau_policy.layout import PolicyLayout
 
 
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT LoRA adapter folder
+
+
+def check_no_lora(folder: Path) -> None:
+    """A LoRA adapter without its base (a PEFT adapter folder, or weights holding only lora_* tensors) or an
+    unmerged one is an error naming the file and the key: tau loads merged weights."""
+    adapter = folder / ADAPTER_CONFIG
+    if adapter.is_file():
+        try:
+            base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        except json.JSONDecodeError:
+            base = None
+        raise ValueError(f"{adapter}: a LoRA adapter without its base weights (base_model_name_or_path={base!r}); "
+                         "load a checkpoint with the adapter merged into its base")
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        return
+    with safe_open(str(weights), framework="pt") as f:
+        keys = list(f.keys())
+    lora = [k for k in keys if ".lora_A." in k or ".lora_B." in k]
+    if lora:
+        what = ("an unmerged LoRA adapter" if any(".base_layer." in k for k in keys)
+                else "LoRA adapter weights without their base")
+        raise ValueError(f"{weights}: {what} (key {lora[0]!r}); load a checkpoint with the adapter merged")
+
+
 def detect_format(folder: Path) -> str:
     """"lerobot", "opentau" or "openpi" for a foreign checkpoint folder; an unknown layout is an error naming it."""
+    check_no_lora(folder)
     if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         listing = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         raise ValueError(f"{folder}: unknown checkpoint layout (no bundle.json, no {CONFIG_FILE} + {WEIGHTS_FILE}); "
