@@ -117,6 +117,8 @@ class PolicyBundle:
         folder = resolve_policy_folder(path_or_hub_id)
         own = Normalizer.load(statistics) if isinstance(statistics, (str, Path)) else statistics
         if not (folder / BUNDLE_FILE).is_file():
+            if (folder / MODEL_DIR).is_dir() or (folder / NORMALIZER_FILE).is_file():
+                resolve_bundle(folder)  # a tau bundle without bundle.json: an unfinished save
             model, normalizer, layouts, kind = load_foreign(folder, device=device, statistics=own, strict=strict,
                                                             vision_num_heads=vision_num_heads, **overrides)
             note = f"loaded from a {kind} checkpoint folder" + ("" if own is None else " with the caller's statistics")
@@ -178,7 +180,7 @@ def resolve_policy_folder(path_or_hub_id: str | Path) -> Path:
     if folder.is_dir():
         return folder
     if folder.exists() or str(path_or_hub_id).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"policy folder not found: {path_or_hub_id}")
+        raise FileNotFoundError(f"policy bundle folder not found: {path_or_hub_id}")
     return Path(snapshot_download(str(path_or_hub_id), allow_patterns=HUB_PATTERNS))
 
 
