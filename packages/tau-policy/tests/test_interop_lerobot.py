@@ -137,3 +137,51 @@ def test_modes_recorded_in_the_processor_take_effect(lerobot, tmp_path):
     state = other.batch(observation, tasks)["state"][:, :9].numpy()
     expected = (observation["observation.state"] - stats["mean"]) / (stats["std"] + 1e-8)
     assert np.abs(state - expected).max() <= 1e-5
+
+
+def _edit_pre(folder, edit):
+    path = folder / "policy_preprocessor.json"
+    doc = json.loads(path.read_text())
+    edit(doc["steps"])
+    path.write_text(json.dumps(doc))
+
+
+def test_renamed_observations_and_empty_cameras_shape_the_layout(lerobot, tmp_path):
+    root, policy, inputs, outputs, tasks, observation = lerobot
+    folder = _copy(root, tmp_path)
+    _edit_pre(folder, lambda steps: steps[0]["config"].update(rename_map={"observation.images.top":
+                                                                          "observation.images.front"}))
+    renamed = load_policy(folder, vision_num_heads=4, tokenizer_name=str(root / "tokenizer"))
+    assert renamed.layout.cameras == ("observation.images.top", "observation.images.wrist")
+    robot = {("observation.images.top" if k == "observation.images.front" else k): v for k, v in observation.items()}
+    np.testing.assert_array_equal(renamed.act(robot, tasks, noise=inputs["sample_noise"]),
+                                  policy.act(observation, tasks, noise=inputs["sample_noise"]))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "empty_cameras": 1}))
+    padded = load_policy(folder, vision_num_heads=4, tokenizer_name=str(root / "tokenizer"))
+    assert padded.layout.cameras == ("observation.images.top", "observation.images.wrist", None)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda steps: steps[2]["config"].update(enabled=True), "step 2 'relative_actions_processor' is enabled"),
+    (lambda steps: steps.insert(1, {"registry_name": "crop_processor", "config": {}}),
+     "step 1 'crop_processor' is not a step tau reproduces"),
+    (lambda steps: steps[3]["config"]["norm_map"].update(VISUAL="MEAN_STD"), "norm_map VISUAL='MEAN_STD'"),
+    (lambda steps: steps[3]["config"]["norm_map"].update(STATE="QUANTILE10"), "norm_map STATE='QUANTILE10'"),
+])
+def test_processor_steps_tau_cannot_reproduce_are_refused(lerobot, tmp_path, edit, match):
+    root, *_ = lerobot
+    folder = _copy(root, tmp_path)
+    _edit_pre(folder, edit)
+    with pytest.raises(ValueError, match=match):
+        load_policy(folder, vision_num_heads=4, tokenizer_name=str(root / "tokenizer"))
+
+
+def test_own_statistics_from_a_normaliser_file(lerobot, tmp_path):
+    root, policy, inputs, _, tasks, observation = lerobot
+    path = policy.normalizer.save(tmp_path / "stats.json")
+    own = load_policy(root / "checkpoint", vision_num_heads=4, tokenizer_name=str(root / "tokenizer"),
+                      statistics=path)
+    assert own.bundle.provenance.note.endswith("with the caller's statistics")
+    np.testing.assert_array_equal(own.act(observation, tasks, noise=inputs["sample_noise"]),
+                                  policy.act(observation, tasks, noise=inputs["sample_noise"]))
