@@ -68,6 +68,10 @@ def test_a_wrong_shape_or_unexpected_key_is_named(tmp_path):
     one_line_error(folder, r"strict load failed; missing \[\], unexpected \['model.extra_head.weight'\]", **kwargs)
     assert load_policy(folder, strict=False, **kwargs).layout.action_dim == 7  # fine-tuning may opt out
     del tensors["model.extra_head.weight"]
+    time_mlp = tensors.pop("model.time_mlp_in.bias")
+    save_file(tensors, str(folder / "model.safetensors"))
+    one_line_error(folder, r"strict load failed; missing \['time_mlp_in.bias'\], unexpected \[\]", **kwargs)
+    tensors["model.time_mlp_in.bias"] = time_mlp
     tensors["model.action_out_proj.bias"] = torch.zeros(31)
     save_file(tensors, str(folder / "model.safetensors"))
     one_line_error(folder, r"shape mismatch for action_out_proj.bias: checkpoint \(31,\) vs model \(32,\)", **kwargs)
