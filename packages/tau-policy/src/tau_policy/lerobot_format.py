@@ -85,6 +85,7 @@ def lerobot_normalizer(folder: Path, config: Mapping[str, Any]) -> tuple[Normali
     names: dict[str, str] = {}
     stats: dict[str, dict[str, np.ndarray]] = {}
     sources: list[str] = []
+    epsilons: dict[str, float] = {}
     for pipeline, step_name, wanted in ((PREPROCESSOR, "normalizer_processor", "STATE"),
                                         (POSTPROCESSOR, "unnormalizer_processor", "ACTION")):
         path = folder / pipeline
@@ -92,7 +93,7 @@ def lerobot_normalizer(folder: Path, config: Mapping[str, Any]) -> tuple[Normali
         if step is None:
             raise ValueError(f"{path}: no {step_name!r} step, so no statistics for the {wanted} feature")
         step_config = step.get("config", {})
-        norm_map, eps = step_config.get("norm_map", {}), float(step_config.get("eps", 1e-8))
+        norm_map, epsilons[pipeline] = step_config.get("norm_map", {}), float(step_config.get("eps", 1e-8))
         for feature, spec in step_config.get("features", {}).items():
             if feature not in features:
                 raise ValueError(f"{path}: step {step_name!r} names feature {feature!r}, which the model lacks "
@@ -119,7 +120,9 @@ def lerobot_normalizer(folder: Path, config: Mapping[str, Any]) -> tuple[Normali
             sources.append(str(state_path))
         if TAU_FEATURE[wanted] not in names:
             raise ValueError(f"{path}: step {step_name!r} lists no {wanted} feature")
-    normalizer = Normalizer(stats={HEAD: stats}, modes=modes, convention="lerobot", eps=eps,
+    if len(set(epsilons.values())) > 1:
+        raise ValueError(f"{folder}: the normaliser and unnormaliser steps use different eps {epsilons}")
+    normalizer = Normalizer(stats={HEAD: stats}, modes=modes, convention="lerobot", eps=epsilons[PREPROCESSOR],
                             source=" / ".join(sources))
     return normalizer, names
 
