@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tau_models.config import PiConfig, config_from_lerobot, merge_overrides
+from tau_models.config import PiConfig, config_from_lerobot, is_openpi_config, merge_overrides
 from tau_models.pi0 import EXPERT_SIDE, PiModel
 
 logger = logging.getLogger(__name__)
@@ -80,13 +80,15 @@ class LoadReport:
 
 
 def detect_layout(keys: list[str]) -> str:
-    """ "tau" for our own names, "lerobot" / "opentau" for the paligemma_with_expert layouts."""
+    """ "tau" for our own names, "lerobot" / "opentau" / "openpi" for the paligemma_with_expert layouts."""
     if any(k.startswith("backbone.") for k in keys):
         return "tau"
     if any(
         ".discrete_action_embedding." in k or ".da_head." in k or k.startswith("normalize_") for k in keys
     ):
         return "opentau"
+    if any(k.startswith("paligemma_with_expert.") for k in keys):
+        return "openpi"  # openpi's JAX->PyTorch conversion: LeRobot's names without the "model." prefix
     if any("paligemma_with_expert" in k for k in keys):
         return "lerobot"
     raise ValueError("unrecognised checkpoint layout: no 'backbone.' or 'paligemma_with_expert' keys")
@@ -104,7 +106,7 @@ def map_foreign_state_dict(
         if key.startswith(NORMALIZATION_PREFIXES):
             normalization[key] = value
             continue
-        name = "model." + key if key.startswith("paligemma_with_expert.") else key
+        name = key if key.startswith("model.") else "model." + key  # openpi saves PI0Pytorch without "model."
         if name in IGNORED_KEYS:
             ignored.append(key)
             continue
@@ -262,10 +264,11 @@ def saved_config(folder: Path, raw: dict[str, Any], vision_num_heads: int | None
                 f"(saved {config.vision.num_heads})"
             )
         return config
-    if raw.get("type") in ("pi05", "pi0"):
+    if raw.get("type") in ("pi05", "pi0") or is_openpi_config(raw):
         return config_from_lerobot(folder, vision_num_heads)
     raise ValueError(
-        f"{source}: neither a tau ('model_type': 'tau_pi') nor a LeRobot/OpenTau ('type': 'pi05'/'pi0') config"
+        f"{source}: neither a tau ('model_type': 'tau_pi'), a LeRobot/OpenTau ('type': 'pi05'/'pi0') nor an openpi "
+        "('action_horizon', 'paligemma_variant', 'action_expert_variant') config"
     )
 
 

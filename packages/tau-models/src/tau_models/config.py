@@ -234,6 +234,25 @@ def tiny_pi0_config(**overrides: Any) -> PiConfig:
     return tiny_pi05_config(**overrides)
 
 
+def is_openpi_config(raw: dict[str, Any]) -> bool:
+    """Whether a config.json is the one openpi's JAX->PyTorch conversion writes: {"action_dim", "action_horizon",
+    "paligemma_variant", "action_expert_variant", "precision"}."""
+    return "type" not in raw and {"action_horizon", "paligemma_variant", "action_expert_variant"} <= set(raw)
+
+
+def openpi_as_lerobot(raw: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """openpi's config.json read as LeRobot's: pi0.5 when the weights have time_mlp_in (pi0: state_proj and
+    action_time_mlp_*), the chunk from action_horizon, the padded state/action width from action_in_proj."""
+    width = shapes["model.action_in_proj.weight"][1]
+    vision = "model.paligemma_with_expert.paligemma.model.vision_tower.vision_model.embeddings."
+    patches, patch = shapes[vision + "position_embedding.weight"][0], shapes[vision + "patch_embedding.weight"][-1]
+    side = round(patches**0.5) * patch  # openpi's images are square (224 for the released models)
+    return {"type": "pi05" if "model.time_mlp_in.weight" in shapes else "pi0", "image_resolution": [side, side],
+            "chunk_size": int(raw["action_horizon"]), "max_action_dim": width, "max_state_dim": width,
+            "tokenizer_max_length": int(raw.get("max_token_len", 200 if "model.time_mlp_in.weight" in shapes else 48)),
+            "dtype": raw.get("precision", "float32")}
+
+
 def _lerobot_expert_is_adarms(keys: set[str]) -> bool:
     return any(k.endswith("input_layernorm.dense.weight") and "gemma_expert" in k for k in keys)
 
@@ -283,13 +302,17 @@ def config_from_lerobot(
         if not path.is_file():
             raise FileNotFoundError(f"LeRobot checkpoint file missing: {path}")
     lr = json.loads(cfg_path.read_text())
+    with safe_open(str(weights_path), framework="pt") as f:
+        # openpi's PyTorch conversion has no "model." prefix (its PI0Pytorch is saved on its own)
+        shapes = {k if k.startswith(("model.", "normalize_", "unnormalize_")) else "model." + k:
+                  tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    if is_openpi_config(lr):
+        lr = openpi_as_lerobot(lr, shapes)
     kind = lr.get("type")
     if kind not in ("pi05", "pi0"):
         raise ValueError(
             f"{cfg_path}: 'type' must be 'pi05' or 'pi0' for a LeRobot pi checkpoint, got {kind!r}"
         )
-    with safe_open(str(weights_path), framework="pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
     pg = "model.paligemma_with_expert.paligemma.model."
     vis, lm, ex = (

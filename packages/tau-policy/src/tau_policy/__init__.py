@@ -3,6 +3,7 @@
     bundle = PolicyBundle.from_mixture(model, mixture, provenance=Provenance(source="runs/x", step=3000))
     bundle.save("runs/x/policy")              # model/, normalizer.json (every head), bundle.json (layouts)
     policy = load_policy("runs/x/policy", head="aloha")   # folder or hub id; head: norm head / robot / dataset
+    policy = load_policy("lerobot/pi05_libero")           # also LeRobot (+ processors), OpenTau and openpi folders
     actions = policy.act({"observation.images.top": uint8 (B, H, W, 3), "observation.state": (B, D)}, prompts)
     sim_policy = SimPolicy(policy, guidance_weight=1.5, seed=0)   # tau-sim's Policy protocol
     record_episodes(episodes, "data/rollouts", robot_type="tau_sim_tabletop", extras=episode_labels)
@@ -16,7 +17,9 @@ tau-sim's Policy protocol acting through such a server. It is a subpackage so th
 """
 
 from tau_policy.bundle import BUNDLE_FORMAT, PolicyBundle, Provenance, read_layouts, read_model_config
+from tau_policy.foreign import detect_format
 from tau_policy.layout import PolicyLayout
+from tau_policy.openpi_format import save_openpi
 from tau_policy.policy import Policy, load_policy
 from tau_policy.recording import episode_labels, record_episodes
 from tau_policy.sim import SimPolicy
@@ -30,9 +33,11 @@ __all__ = [
     "PolicyLayout",
     "Provenance",
     "SimPolicy",
+    "detect_format",
     "episode_labels",
     "load_policy",
     "read_layouts",
     "read_model_config",
     "record_episodes",
+    "save_openpi",
 ]

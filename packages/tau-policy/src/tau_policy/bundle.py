@@ -5,7 +5,8 @@
     <folder>/bundle.json       {"format": "tau_policy.bundle/1", "heads": [PolicyLayout...], "provenance": {...}}
 
 bundle.json is written last, so a folder with one is complete. Folders written by the old tau-rl PolicyBundle
-(bundle.json without "format") load too (see tau_policy.legacy). A hub repo id is downloaded with huggingface_hub.
+(bundle.json without "format") load too (see tau_policy.legacy), and so do LeRobot / OpenTau / openpi checkpoint
+folders (see tau_policy.foreign). A hub repo id is downloaded with huggingface_hub.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tau_data import MixtureDataset, Normalizer
 from tau_models import PiConfig, PiModel, from_pretrained, save_pretrained
 from tau_models.checkpoint import read_config_json, resolve_bundled_tokenizer
 
+from tau_policy.foreign import check_no_lora, load_foreign
 from tau_policy.layout import PolicyLayout, choose_layout
 from tau_policy.legacy import is_legacy, legacy_layout
 
@@ -106,13 +108,26 @@ class PolicyBundle:
         return folder
 
     @classmethod
-    def load(cls, path_or_hub_id: str | Path, *, device: str | torch.device = "cpu") -> PolicyBundle:
-        """Load a bundle folder (or hub repo id); old tau-rl bundle folders are converted on the fly."""
-        folder = resolve_bundle(path_or_hub_id)
-        normalizer = Normalizer.load(folder / NORMALIZER_FILE)
+    def load(cls, path_or_hub_id: str | Path, *, device: str | torch.device = "cpu",
+             statistics: Normalizer | str | Path | None = None, strict: bool = True,
+             vision_num_heads: int | None = None, **overrides: Any) -> PolicyBundle:
+        """Load a bundle folder (or hub repo id), or a LeRobot / OpenTau / openpi checkpoint folder (see
+        tau_policy.foreign); old tau-rl bundle folders are converted on the fly. `statistics` (a Normalizer or a
+        normaliser file) replaces the folder's own; `overrides` are PiConfig runtime fields (tokenizer_name, ...)."""
+        folder = resolve_policy_folder(path_or_hub_id)
+        own = Normalizer.load(statistics) if isinstance(statistics, (str, Path)) else statistics
+        if not (folder / BUNDLE_FILE).is_file():
+            if (folder / MODEL_DIR).is_dir() or (folder / NORMALIZER_FILE).is_file():
+                resolve_bundle(folder)  # a tau bundle without bundle.json: an unfinished save
+            model, normalizer, layouts, kind = load_foreign(folder, device=device, statistics=own, strict=strict,
+                                                            vision_num_heads=vision_num_heads, **overrides)
+            note = f"loaded from a {kind} checkpoint folder" + ("" if own is None else " with the caller's statistics")
+            return cls(model, normalizer, layouts, Provenance(source=str(folder), weights=None, note=note))
+        check_no_lora(folder / MODEL_DIR)
+        normalizer = own or Normalizer.load(folder / NORMALIZER_FILE)
         layouts, provenance = read_layouts(folder)
-        model = from_pretrained(folder / MODEL_DIR).to(device)
-        return cls(model, normalizer, layouts, provenance)
+        model = from_pretrained(folder / MODEL_DIR, strict=strict, vision_num_heads=vision_num_heads, **overrides)
+        return cls(model.to(device), normalizer, layouts, provenance)
 
     @classmethod
     def from_mixture(cls, model: PiModel, mixture: MixtureDataset, *, provenance: Provenance,
@@ -154,14 +169,24 @@ class PolicyBundle:
         return cls(model, mixture.normalizer, tuple(layouts.values()), provenance)
 
 
-def resolve_bundle(path_or_hub_id: str | Path) -> Path:
-    """A local bundle folder as is; anything else is downloaded from the Hugging Face hub (bundle files only)."""
+# what a policy folder on the hub may hold: a tau bundle, or a LeRobot / OpenTau / openpi checkpoint with its
+# statistics (processor files, assets/<id>/norm_stats.json) and tokenizers
+HUB_PATTERNS = ["*.json", "*.safetensors", f"{MODEL_DIR}/**", "assets/**", "tokenizer/**", "fast_tokenizer/**"]
+
+
+def resolve_policy_folder(path_or_hub_id: str | Path) -> Path:
+    """A local folder as is; anything else is downloaded from the Hugging Face hub (policy files only)."""
     folder = Path(path_or_hub_id)
-    if not folder.is_dir():
-        if folder.exists() or str(path_or_hub_id).startswith((".", "/", "~")):
-            raise FileNotFoundError(f"policy bundle folder not found: {path_or_hub_id}")
-        patterns = [BUNDLE_FILE, NORMALIZER_FILE, f"{MODEL_DIR}/*", f"{MODEL_DIR}/**"]
-        folder = Path(snapshot_download(str(path_or_hub_id), allow_patterns=patterns))
+    if folder.is_dir():
+        return folder
+    if folder.exists() or str(path_or_hub_id).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"policy bundle folder not found: {path_or_hub_id}")
+    return Path(snapshot_download(str(path_or_hub_id), allow_patterns=HUB_PATTERNS))
+
+
+def resolve_bundle(path_or_hub_id: str | Path) -> Path:
+    """A tau bundle folder (local, or downloaded from the hub); a folder without bundle.json is an error."""
+    folder = resolve_policy_folder(path_or_hub_id)
     if not (folder / BUNDLE_FILE).is_file():
         raise FileNotFoundError(f"{folder} is no policy bundle: {BUNDLE_FILE} missing (an unfinished save, or a "
                                 "bare model checkpoint)")

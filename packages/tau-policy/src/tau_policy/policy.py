@@ -28,13 +28,17 @@ class Policy:
     generator seeded with `seed`, so a fresh policy with the same seed repeats its actions."""
 
     def __init__(self, bundle: PolicyBundle, head: str | None = None, *, device: str | torch.device = "cpu",
-                 seed: int = 0, num_inference_steps: int | None = None) -> None:
+                 seed: int = 0, num_inference_steps: int | None = None, mode: str = "flow") -> None:
         self.bundle = bundle
         self.layout: PolicyLayout = bundle.layout(head)
         self.device = torch.device(device)
         self.model = bundle.model.to(self.device).eval()
         self.normalizer = bundle.normalizer
         self.num_inference_steps = num_inference_steps
+        if mode not in ("flow", "fast"):
+            raise ValueError(f"mode must be 'flow' or 'fast', got {mode!r}")
+        self.mode = mode  # "fast": FAST-decoded chunks, unnormalised with the FAST statistics when there are any
+        self.action_feature = "fast_actions" if mode == "fast" and "fast_actions" in self.normalizer.modes else "actions"
         self.generator = torch.Generator().manual_seed(seed)
         self.tokenizer = SampleTokenizer(self.model.config)
 
@@ -90,17 +94,22 @@ class Policy:
             raise ValueError(f"noise must be (B, chunk, max_action_dim) = {shape}, got {tuple(noise.shape)}")
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         chunk = self.model.sample_actions(batch, noise=noise.to(self.device), num_steps=self.num_inference_steps,
+                                          mode=self.mode,
                                           guidance_weight=None if guidance_weight == 1.0 else guidance_weight)
         actions = chunk[:, :, : layout.action_dim].float().cpu().numpy()
-        actions = self.normalizer.unnormalize(actions, layout.head, "actions")
+        actions = self.normalizer.unnormalize(actions, layout.head, self.action_feature)
         if layout.action_low is not None:
             actions = np.clip(actions, np.asarray(layout.action_low), np.asarray(layout.action_high))
         return actions.astype(np.float32)
 
 
 def load_policy(path_or_hub_id: str | Path, *, head: str | None = None, device: str | torch.device = "cpu",
-                seed: int = 0, num_inference_steps: int | None = None) -> Policy:
-    """The policy of a saved bundle (folder or hub repo id), acting for `head` (a norm head, robot type or dataset
-    name; None: the only head)."""
-    return Policy(PolicyBundle.load(path_or_hub_id, device=device), head, device=device, seed=seed,
-                  num_inference_steps=num_inference_steps)
+                seed: int = 0, num_inference_steps: int | None = None, statistics: Any = None, strict: bool = True,
+                vision_num_heads: int | None = None, mode: str = "flow", **overrides: Any) -> Policy:
+    """The policy of a saved bundle or a LeRobot / OpenTau / openpi checkpoint (folder or hub repo id), acting for
+    `head` (a norm head, robot type or dataset name; None: the only head). `statistics` (a Normalizer or normaliser
+    file) replaces the checkpoint's own; `overrides` are PiConfig runtime fields (e.g. tokenizer_name); mode "fast"
+    acts with FAST decoding (a model with a FAST head)."""
+    bundle = PolicyBundle.load(path_or_hub_id, device=device, statistics=statistics, strict=strict,
+                               vision_num_heads=vision_num_heads, **overrides)
+    return Policy(bundle, head, device=device, seed=seed, num_inference_steps=num_inference_steps, mode=mode)
