@@ -23,7 +23,7 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tau_models import PiModel, pi05_config, tiny_pi05_config
+from tau_models import PiModel, SampleTokenizer, pi05_config, tiny_pi05_config
 from tau_models.local_tokenizer import build_local_tokenizer
 from tau_train_memory import Workload, predict
 
@@ -58,7 +58,9 @@ def batch_of(cfg, batch: int, cameras: int, device: torch.device, seed: int) -> 
         "noise": torch.randn(batch, cfg.chunk_size, cfg.max_action_dim, generator=g),
         "time": torch.rand(batch, generator=g) * 0.9 + 0.05,
     }
-    return {**{k: v.to(device) for k, v in values.items()}, "prompt": [TASKS[i % len(TASKS)] for i in range(batch)]}
+    values["prompt"] = [TASKS[i % len(TASKS)] for i in range(batch)]
+    values = SampleTokenizer(cfg).tokenize_batch(values, advantage=None)  # token ids, as the loader workers make them
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
 
 
 def attention_kernel(cfg, batch: int, prefix: int, dtype: torch.dtype, device: torch.device) -> str:

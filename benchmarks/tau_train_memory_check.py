@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tau_models import GemmaConfig, PiConfig, PiModel, VisionConfig, tiny_pi05_config
+from tau_models import GemmaConfig, PiConfig, PiModel, SampleTokenizer, VisionConfig, tiny_pi05_config
 from tau_train_memory import Workload, predict
 
 PEAK_TOLERANCE, FLOPS_TOLERANCE = 0.15, 0.05
@@ -49,11 +49,12 @@ def configs(shared: Path) -> dict[str, PiConfig]:
 
 
 def random_batch(cfg: PiConfig, batch: int, cameras: int, seed: int = 0) -> dict:
-    """A standard training batch with random content, its own flow-matching noise and time."""
+    """A standard training batch with random content, its own flow-matching noise and time, tokenized as the
+    data pipeline does."""
     g = torch.Generator().manual_seed(seed)
     size = cfg.vision.image_size
     tasks = ["pick up the red block and put it in the bowl", "open the top drawer", "stack the cubes"]
-    return {
+    return SampleTokenizer(cfg).tokenize_batch({
         "images": torch.rand(batch, cameras, 3, size, size, generator=g),
         "image_mask": torch.ones(batch, cameras, dtype=torch.bool),
         "state": torch.rand(batch, cfg.max_state_dim, generator=g) * 2 - 1,
@@ -62,7 +63,7 @@ def random_batch(cfg: PiConfig, batch: int, cameras: int, seed: int = 0) -> dict
         "prompt": [tasks[i % len(tasks)] for i in range(batch)],
         "noise": torch.randn(batch, cfg.chunk_size, cfg.max_action_dim, generator=g),
         "time": torch.rand(batch, generator=g) * 0.9 + 0.05,
-    }
+    }, advantage=None)
 
 
 def _model_and_batch(w: Workload, seed: int = 0) -> tuple[PiModel, dict, list[int]]:

@@ -65,6 +65,7 @@ def test_lora_trainable_takes_group_names(tmp_path):
 
 
 def pi_trainer(tmp_path, overrides, **config):
+    torch.manual_seed(0)  # the same initial weights for every trainer a test compares
     model = PiModel(tiny_config(**config))
     return make_trainer(tmp_path, model, pi_loaders(PiSamples(model.config)), ["batch_size=4", *overrides])
 
@@ -92,7 +93,7 @@ def test_pi05_module_groups_freeze_the_vision_tower(tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.fit()
     for name, param in model.named_parameters():
-        in_group = any(name == p or name.startswith(p + ".") for p in prefixes)
+        in_group = any(name.startswith(p) for p in prefixes)  # module_groups() prefixes end with "."
         assert param.requires_grad != in_group, name
         if in_group:
             assert param.grad is None and torch.equal(param, before[name]), name
@@ -100,9 +101,7 @@ def test_pi05_module_groups_freeze_the_vision_tower(tmp_path):
 
 
 def test_pi05_gradient_checkpointing_through_the_trainer_keeps_the_losses(tmp_path):
-    plain = pi_trainer(tmp_path / "plain", ["steps=2"])
-    checkpointed = pi_trainer(tmp_path / "checkpointed", ["steps=2", "gradient_checkpointing=true"])
-    plain.fit()
-    checkpointed.fit()
+    pi_trainer(tmp_path / "plain", ["steps=2"]).fit()  # each trainer seeds the process RNG: build, then fit
+    pi_trainer(tmp_path / "checkpointed", ["steps=2", "gradient_checkpointing=true"]).fit()
     a, b = read_metrics(tmp_path / "plain" / "metrics.jsonl"), read_metrics(tmp_path / "checkpointed" / "metrics.jsonl")
     assert [b[s]["train/loss"] for s in (1, 2)] == pytest.approx([a[s]["train/loss"] for s in (1, 2)], rel=1e-5)
