@@ -5,12 +5,15 @@
     policy = load_policy("runs/x/policy", head="aloha")   # folder or hub id; head: norm head / robot / dataset
     actions = policy.act({"observation.images.top": uint8 (B, H, W, 3), "observation.state": (B, D)}, prompts)
     sim_policy = SimPolicy(policy, guidance_weight=1.5, seed=0)   # tau-sim's Policy protocol
+    policy = load_policy(folder, rtc="inpaint"); policy.act(obs, prompts, action_prefix=executing)  # real-time chunking
+    queue = ActionQueue(infer, refill_below=5)   # execute a chunk while the next is computed (queue.next_action())
     record_episodes(episodes, "data/rollouts", robot_type="tau_sim_tabletop", extras=episode_labels)
 
 Observations are built into samples with tau-data's build_sample (the training path); actions come back in robot
 units (unnormalised with the head's statistics, sliced to its real action size, clipped to its layout's range).
 """
 
+from tau_policy.action_queue import ActionQueue
 from tau_policy.bundle import BUNDLE_FORMAT, PolicyBundle, Provenance, read_layouts, read_model_config
 from tau_policy.layout import PolicyLayout
 from tau_policy.policy import Policy, load_policy
@@ -20,6 +23,7 @@ from tau_policy.sim import SimPolicy
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActionQueue",
     "BUNDLE_FORMAT",
     "Policy",
     "PolicyBundle",
