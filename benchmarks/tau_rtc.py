@@ -23,7 +23,7 @@ import yaml  # noqa: E402
 from tau_policy import SimPolicy, load_policy  # noqa: E402
 from tau_sim import EvalConfig, evaluate, suite_tasks  # noqa: E402
 
-METHODS = (("naive", "naive"), ("inpaint", "inpaint"), ("RTC training", "prefix"))
+METHODS = {"naive": ("naive", "naive"), "inpaint": ("inpaint", "inpaint"), "rtc": ("RTC training", "prefix")}
 
 
 def finetune(base: Path, output_dir: Path, steps: int, max_delay: int, batch_size: int) -> Path:
@@ -64,20 +64,22 @@ def main() -> None:
     parser.add_argument("--suite", default="tabletop_target")
     parser.add_argument("--episodes", type=int, default=20, help="episodes per task per row")
     parser.add_argument("--latencies", default="0,2,4")
+    parser.add_argument("--methods", default="naive,inpaint,rtc", help=f"a subset of {','.join(METHODS)}")
     parser.add_argument("--action-steps", type=int, default=5)
     parser.add_argument("--num-envs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1000)
     args = parser.parse_args()
     if not (args.policy / "bundle.json").is_file():
         sys.exit(f"{args.policy} is no policy bundle: train the default with `./pants run apps/train`")
+    methods = [METHODS[m] for m in args.methods.split(",")]
     rtc_policy = args.rtc_policy
-    if not (rtc_policy / "bundle.json").is_file():
+    if "rtc" in args.methods.split(",") and not (rtc_policy / "bundle.json").is_file():
         rtc_policy = finetune(args.policy.resolve(), rtc_policy.parent, args.finetune_steps, args.max_delay,
                               args.finetune_batch_size)
     latencies = [int(k) for k in args.latencies.split(",")]
     rows = []
     for latency in latencies:
-        for name, rtc in METHODS:
+        for name, rtc in methods:
             start = time.perf_counter()
             overall = evaluate_row(rtc_policy if rtc == "prefix" else args.policy, rtc, latency, args)
             rows.append((latency, name, overall))
