@@ -41,7 +41,7 @@ def finetune(base: Path, output_dir: Path, steps: int, max_delay: int, batch_siz
     path.write_text(yaml.safe_dump(config))
     command = ["nice", "-n", "10", "./pants", "run", "apps/train", "--", "--config", str(path)]
     print("fine-tuning:", " ".join(command), file=sys.stderr)
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, stdout=sys.stderr)  # keep stdout for the table
     return output_dir / "policy"
 
 
