@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import mixture, tiny_model
-from tau_policy import Policy, PolicyBundle, Provenance, SimPolicy
+from tau_policy import ActionQueue, Policy, PolicyBundle, Provenance, SimPolicy
 
 PROMPTS = ["push block 0", "push block 1"]
 
@@ -52,6 +52,27 @@ def test_prefix_mode_returns_the_prefix_for_an_rtc_trained_policy(two_robots):
     out = policy.act(obs, PROMPTS, noise, action_prefix=prefix)
     np.testing.assert_allclose(out[:, :2], prefix, atol=1e-5)
     assert not np.allclose(out[:, 2], policy.act(obs, PROMPTS, noise)[:, 2])
+
+
+def test_an_action_queue_over_a_policy_continues_the_executing_actions(two_robots):
+    obs, _, _ = _inputs(2)
+    policy = Policy(_bundle(two_robots, rtc_max_delay=2))
+    one = {key: value[:1] for key, value in obs.items()}
+    calls = []
+
+    def infer(prefix: np.ndarray, frozen: int) -> np.ndarray:
+        chunk = policy.act(one, PROMPTS[:1], action_prefix=prefix[None], frozen=frozen)[0]
+        calls.append((prefix, frozen, chunk))
+        return chunk
+
+    queue = ActionQueue(infer, refill_below=3, initial_delay=1)
+    np.testing.assert_array_equal(queue.next_action(10.0), calls[0][2][0])  # 2 of 3 left: the next request starts
+    queue.join(10.0)
+    prefix, frozen, chunk = calls[1]
+    np.testing.assert_array_equal(prefix, calls[0][2][1:])  # the not-yet-executed actions
+    assert frozen == 1
+    np.testing.assert_allclose(chunk[0], prefix[0], atol=1e-5)  # "prefix" mode returns the frozen action
+    np.testing.assert_array_equal(queue.next_action(10.0), chunk[0])  # nothing ran meanwhile: index 0
 
 
 def test_sim_policy_passes_the_prefix(plain):

@@ -7,7 +7,8 @@
 
 When fewer than `refill_below` actions are left after an action is taken, the queue asks `infer` (in a background
 thread) for a new chunk, giving it the not-yet-executed actions as the prefix and the number `frozen` of them that
-will surely run before the answer arrives (the last measured delay, in actions). Index j of the returned chunk is
+will surely run before the answer arrives (the delay measured at the last request made while actions were executing,
+in actions; `initial_delay` before that). Index j of the returned chunk is
 the action j steps after the request, so when the answer comes after c actions were consumed the queue continues
 with chunk[c:]. If the queue runs dry first, next_action() blocks for the answer (the robot waits).
 """
@@ -99,15 +100,17 @@ class ActionQueue:
             if error is not None:
                 self._error = error
             else:
-                self._splice(chunk, self._consumed - consumed_at_request)
+                self._splice(chunk, self._consumed - consumed_at_request, measured=len(prefix) > 0)
             self._lock.notify_all()
 
-    def _splice(self, chunk: np.ndarray, consumed: int) -> None:
-        """Continue with the new chunk from the index of the step now due (lock held)."""
+    def _splice(self, chunk: np.ndarray, consumed: int, measured: bool) -> None:
+        """Continue with the new chunk from the index of the step now due (lock held). `measured`: actions were
+        executing during the request, so `consumed` is the delay (not so when the robot waited on an empty queue)."""
         if chunk.ndim != 2:
             self._error = ValueError(f"infer must return a (H, A) chunk, got shape {chunk.shape}")
             return
-        self.delay = consumed
+        if measured:
+            self.delay = consumed
         if consumed >= len(chunk):
             self._error = ValueError(
                 f"the chunk of {len(chunk)} actions arrived after {consumed} actions were executed: nothing left "

@@ -121,12 +121,14 @@ class Policy:
             return None
         layout = self.layout
         prefix = np.asarray(actions, dtype=np.float32)
+        if prefix.ndim == 3 and prefix.shape[1] == 0:  # nothing executing yet (e.g. an ActionQueue's first chunk)
+            return None
         if prefix.ndim != 3 or prefix.shape[0] != batch or prefix.shape[2] != layout.action_dim:
             raise ValueError(f"action_prefix must be (B={batch}, P, action_dim={layout.action_dim}), got "
                              f"{prefix.shape}")
         length = prefix.shape[1]
         frozen = length if frozen is None else frozen
-        if length == 0 or frozen == 0 and self.rtc == "prefix":
+        if frozen == 0 and self.rtc == "prefix":
             return None
         if length > layout.chunk_size or not 0 <= frozen <= length:
             raise ValueError(f"action_prefix of {length} actions with frozen={frozen}: need 0 <= frozen <= P <= "
