@@ -20,13 +20,13 @@ LOCAL_ONLY = {"policy_dir": "--policy", "head": "--head", "inference_steps": "--
               "expert": "--expert", "random_policy": "--random"}  # options --server cannot take
 
 
-def sim_policy(folder: Path, seed: int, steps: int | None, head: str | None) -> SimPolicy:
+def sim_policy(folder: Path, seed: int, steps: int | None, head: str | None, rtc: str | None = None) -> SimPolicy:
     """The acting policy of an `apps/train` (or `apps/rl`) bundle folder, behind tau-sim's Policy protocol."""
     if not (folder / "bundle.json").is_file():
         raise click.ClickException(f"{folder} is no trained policy (no bundle.json); train one with "
                                    "`./pants run apps/train` or pass --policy")
     try:
-        return SimPolicy(load_policy(folder, head=head, num_inference_steps=steps), seed=seed)
+        return SimPolicy(load_policy(folder, head=head, num_inference_steps=steps, rtc=rtc), seed=seed)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
 
@@ -88,19 +88,25 @@ class RandomPolicy:
 @click.option("--layout", default=None, type=click.Choice(LAYOUTS),
               help="Tabletop scene layout: 'fixed' (default) keeps each colour in its slot, 'slots' shuffles them, "
                    "'uniform' places everything anywhere.")
+@click.option("--latency-steps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Simulated inference latency in control steps: the old chunk keeps running meanwhile.")
+@click.option("--rtc", type=click.Choice(["naive", "inpaint", "prefix"]), default=None,
+              help="How a chunk joins the actions executed during the latency (default: 'prefix' for a policy "
+                   "trained with rtc_max_delay > 0, else 'naive').")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.pass_context
 def main(ctx: click.Context, policy_dir: Path, server: str | None, api_key: str | None, head: str | None,
          expert: bool, random_policy: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
          num_envs: int, action_steps: int | None, inference_steps: int | None, videos_per_task: int, shard: str,
-         output_dir: Path | None, layout: str | None, verbose: bool) -> None:
+         output_dir: Path | None, layout: str | None, latency_steps: int, rtc: str | None, verbose: bool) -> None:
     """Evaluate a trained policy (default: the latest `apps/train` run) on tau-sim tasks and print success rates."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         task_ids = tasks.split(",") if tasks else suite_tasks(suite)
         shard_index, num_shards = (int(part) for part in shard.split("/"))
         config = EvalConfig(episodes_per_task=episodes_per_task, seed=seed, num_envs=num_envs,
-                            action_steps=action_steps, videos_per_task=videos_per_task, shard_index=shard_index,
+                            action_steps=action_steps, latency_steps=latency_steps,
+                            videos_per_task=videos_per_task, shard_index=shard_index,
                             num_shards=num_shards)
     except (KeyError, ValueError) as error:
         raise click.ClickException(f"bad evaluation options: {error}") from error
@@ -121,7 +127,7 @@ def main(ctx: click.Context, policy_dir: Path, server: str | None, api_key: str 
     elif random_policy:
         policy, name = RandomPolicy(task_ids[0], seed), "eval_random"
     else:
-        policy, name = sim_policy(policy_dir, seed, inference_steps, head), "eval"
+        policy, name = sim_policy(policy_dir, seed, inference_steps, head, rtc), "eval"
         if policy.state_key == "privileged":
             config.env_kwargs["privileged_obs"] = True
     output_dir = output_dir or (Path("outputs") if server is not None else policy_dir.parent) / name

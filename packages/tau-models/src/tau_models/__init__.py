@@ -25,6 +25,7 @@ from tau_models.fast import FastTokenizer
 from tau_models.flow import guided_velocity
 from tau_models.images import resize_with_pad
 from tau_models.pi0 import PiModel
+from tau_models.rtc import ActionPrefix, inpaint_velocity, soft_mask_weights
 from tau_models.sample import Batch, Sample
 from tau_models.sample_tokenizer import SampleTokenizer
 from tau_models.tokenizer import PromptTokenizer, discretize_state, format_prompt
@@ -41,6 +42,7 @@ from tau_models.value import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActionPrefix",
     "Batch",
     "FastTokenizer",
     "GemmaConfig",
@@ -60,12 +62,14 @@ __all__ = [
     "format_prompt",
     "from_pretrained",
     "guided_velocity",
+    "inpaint_velocity",
     "load_pi_checkpoint",
     "pi0_config",
     "pi05_config",
     "resize_with_pad",
     "returns_to_bins",
     "save_pretrained",
+    "soft_mask_weights",
     "tiny_pi0_config",
     "tiny_pi05_config",
     "tiny_value_config",

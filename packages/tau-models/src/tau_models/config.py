@@ -112,6 +112,9 @@ class PiConfig:
     # RL advantage conditioning: "Advantage: positive/negative" in the prompt, dropped with this probability
     advantage_conditioning: bool = False
     advantage_dropout: float = 0.3
+    # real-time chunking training (tau_models.rtc): a delay d in [0, rtc_max_delay] per sample, the chunk's first d
+    # actions given clean (time 0) and left out of the loss; 0 = off. Such a model samples with mode "prefix"
+    rtc_max_delay: int = 0
     dtype: Literal["float32", "bfloat16"] = "float32"
     gradient_checkpointing: bool = False
 
@@ -134,6 +137,8 @@ class PiConfig:
             raise ValueError("fast_head='separate' needs fast_vocab_size > 0 (the FAST tokenizer's vocabulary)")
         if self.prompt_format not in ("lerobot", "opentau"):
             raise ValueError(f"prompt_format must be 'lerobot' or 'opentau', got {self.prompt_format!r}")
+        if not 0 <= self.rtc_max_delay < self.chunk_size:
+            raise ValueError(f"rtc_max_delay must be in [0, chunk_size={self.chunk_size}), got {self.rtc_max_delay}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -21,20 +21,22 @@ def sample_time(
 
 
 def time_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
-    """Sinusoidal embedding [sin, cos] of t (B,) with periods spaced geometrically; computed in float64."""
+    """Sinusoidal embedding [sin, cos] of t (B,) or per position (B, T) with periods spaced geometrically; computed
+    in float64."""
     if dim % 2:
         raise ValueError(f"time embedding dim must be even, got {dim}")
     fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=t.device)
     period = min_period * (max_period / min_period) ** fraction
-    angle = t.to(torch.float64)[:, None] * (2.0 * math.pi / period)[None, :]
-    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1).float()
+    angle = t.to(torch.float64)[..., None] * (2.0 * math.pi / period)
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1).float()
 
 
 def noisy_actions(
     actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_t = t * noise + (1 - t) * actions and the velocity target u = noise - actions."""
-    tt = t[:, None, None]
+    """x_t = t * noise + (1 - t) * actions and the velocity target u = noise - actions; t (B,) or per position
+    (B, T) (real-time chunking's clean prefix has t = 0)."""
+    tt = t[:, :, None] if t.ndim == 2 else t[:, None, None]
     return tt * noise + (1.0 - tt) * actions, noise - actions
 
 

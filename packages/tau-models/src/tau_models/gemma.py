@@ -33,7 +33,8 @@ class RMSNorm(nn.Module):
 
 
 class AdaRMSNorm(nn.Module):
-    """Adaptive RMSNorm (pi0.5): scale, shift and a residual gate computed from a conditioning vector."""
+    """Adaptive RMSNorm (pi0.5): scale, shift and a residual gate computed from a conditioning vector per sample
+    (B, C) or per token (B, L, C) (per-position flow time for real-time chunking)."""
 
     def __init__(self, dim: int, cond_dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -53,7 +54,8 @@ class AdaRMSNorm(nn.Module):
             raise ValueError("AdaRMSNorm needs a conditioning vector")
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        scale, shift, gate = self.dense(cond).unsqueeze(1).chunk(3, dim=-1)
+        modulation = self.dense(cond)  # cond (B, C): one per sample; (B, L, C): one per token
+        scale, shift, gate = (modulation.unsqueeze(1) if cond.ndim == 2 else modulation).chunk(3, dim=-1)
         out = normed * (1.0 + scale.float()) + shift.float()
         return out.type_as(x), gate
 

@@ -34,6 +34,7 @@ from tau_models.flow import (
 )
 from tau_models.gemma import AdaRMSNorm, GemmaTower, KVCache, additive_mask
 from tau_models.images import resize_with_pad, to_model_range
+from tau_models.rtc import ActionPrefix, training_prefix
 from tau_models.sample import UNCOND_PREFIX, batch_tokens, trim_token_padding
 from tau_models.tokenizer import EOS_ID, FAST, MARKER, PROMPT, RESPONSE
 
@@ -263,7 +264,7 @@ class PiModel(nn.Module):
     def embed_suffix(
         self, x_t: torch.Tensor, t: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Suffix tokens, their block flags and the adaRMS condition (None for pi0)."""
+        """Suffix tokens, their block flags and the adaRMS condition (None for pi0); t (B,) or per position (B, T)."""
         actions = self.action_in_proj(x_t.to(self.dtype))
         b, horizon, _ = actions.shape
         flags = torch.zeros(b, horizon, dtype=torch.bool, device=actions.device)
@@ -273,7 +274,8 @@ class PiModel(nn.Module):
         if state is None:
             raise ValueError("pi0 needs batch['state']")
         emb = time_embedding(t, self.config.expert.width, self.config.min_period, self.config.max_period)
-        mixed = torch.cat([actions, emb.to(self.dtype)[:, None].expand(-1, horizon, -1)], dim=2)
+        emb = emb[:, None].expand(-1, horizon, -1) if emb.ndim == 2 else emb  # per sample or per position
+        mixed = torch.cat([actions, emb.to(self.dtype)], dim=2)
         actions = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(mixed)))
         state_tok = self.state_proj(state.to(self.dtype))[:, None]
         state_flag = torch.ones(b, 1, dtype=torch.bool, device=actions.device)
@@ -345,8 +347,11 @@ class PiModel(nn.Module):
         )
         state = batch["state"].to(dev).float()
         x_t, u = noisy_actions(actions, noise, t)
-        v = self.velocity(self.expert_kv(kv), prefix.visible, x_t, t, state)
         mask = action_loss_mask(batch.get("action_is_pad"), batch.get("action_dim"), (b, horizon, dim), dev)
+        if cfg.rtc_max_delay > 0:  # real-time chunking: a clean prefix at time 0, left out of the loss
+            x_t, t, in_loss = training_prefix(actions, x_t, t, cfg.rtc_max_delay)
+            mask = mask & in_loss
+        v = self.velocity(self.expert_kv(kv), prefix.visible, x_t, t, state)
         flow = masked_mean((u - v) ** 2, mask)
         out = {"flow_loss": flow}
         loss = cfg.flow_loss_weight * flow
@@ -382,6 +387,7 @@ class PiModel(nn.Module):
         mode: Literal["flow", "fast"] = "flow",
         guidance_weight: float | None = None,
         predict_response: bool = False,
+        action_prefix: ActionPrefix | None = None,
     ) -> torch.Tensor:
         """Action chunks (B, chunk, max_action_dim) for a batch tokenized by SampleTokenizer (no actions needed).
 
@@ -391,6 +397,8 @@ class PiModel(nn.Module):
         batch["tokens"] (tokenized with advantage=True) and v_uncond from batch["uncond_tokens"] / ["uncond_token_pad"]
         / ["uncond_token_kind"] (no advantage line): SampleTokenizer(sample, advantage=True, guidance=True) makes both.
         predict_response: first decode the response / subtask text greedily and put it in the prefix.
+        action_prefix: real-time chunking toward the actions executed meanwhile (tau_models.rtc: "inpaint" guidance or,
+        for rtc_max_delay > 0 models, "prefix" conditioning; the frozen positions of the result are the prefix).
         Dropout follows the module mode: call model.eval() for inference.
         """
         cfg = self.config
@@ -414,6 +422,10 @@ class PiModel(nn.Module):
             return torch.as_tensor(np.asarray(chunks), dtype=torch.float32, device=prefix.embs.device)
         if mode != "flow":
             raise ValueError(f"mode must be 'flow' or 'fast', got {mode!r}")
+        rtc = action_prefix
+        if rtc is not None and rtc.mode == "prefix" and rtc.frozen > cfg.rtc_max_delay:
+            raise ValueError(f"a 'prefix' of {rtc.frozen} frozen actions needs a model trained with "
+                             f"rtc_max_delay >= {rtc.frozen} (this one: {cfg.rtc_max_delay}); use 'inpaint'")
         _, kv = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=True)
         steps = num_steps or cfg.num_inference_steps
         dev = prefix.embs.device
@@ -425,13 +437,19 @@ class PiModel(nn.Module):
         dt = -1.0 / steps
         for k in range(steps):
             t = torch.full((x.shape[0],), 1.0 + k * dt, dtype=torch.float32, device=dev)
-            if not guided:
-                v = self.velocity(kv, prefix.visible, x, t, state)
-            else:
-                v2 = self.velocity(kv, prefix.visible, torch.cat([x, x]), torch.cat([t, t]), state)
-                v = guided_velocity(v2[b:], v2[:b], guidance_weight)
+            v = self._velocity(kv, prefix, x, t, state, guidance_weight) if rtc is None else rtc.velocity(
+                lambda x_, t_: self._velocity(kv, prefix, x_, t_, state, guidance_weight), x, t)
             x = x + dt * v
-        return x
+        return x if rtc is None else rtc.clamp(x)
+
+    def _velocity(self, kv: KVCache, context: Prefix, x: torch.Tensor, t: torch.Tensor,
+                  state: torch.Tensor, guidance_weight: float | None) -> torch.Tensor:
+        """One sampling step's velocity; with classifier-free guidance the batch runs twice (conditioned first)."""
+        if guidance_weight is None:
+            return self.velocity(kv, context.visible, x, t, state)
+        b = x.shape[0]
+        v2 = self.velocity(kv, context.visible, torch.cat([x, x]), torch.cat([t, t]), state)
+        return guided_velocity(v2[b:], v2[:b], guidance_weight)
 
     @torch.no_grad()
     def generate_fast_tokens(self, prefix: Prefix) -> list[list[int]]:

@@ -6,6 +6,8 @@
     policy = load_policy("lerobot/pi05_libero")           # also LeRobot (+ processors), OpenTau and openpi folders
     actions = policy.act({"observation.images.top": uint8 (B, H, W, 3), "observation.state": (B, D)}, prompts)
     sim_policy = SimPolicy(policy, guidance_weight=1.5, seed=0)   # tau-sim's Policy protocol
+    policy = load_policy(folder, rtc="inpaint"); policy.act(obs, prompts, action_prefix=executing)  # real-time chunking
+    queue = ActionQueue(infer, refill_below=5)   # execute a chunk while the next is computed (queue.next_action())
     record_episodes(episodes, "data/rollouts", robot_type="tau_sim_tabletop", extras=episode_labels)
 
 Observations are built into samples with tau-data's build_sample (the training path); actions come back in robot
@@ -16,6 +18,7 @@ RemotePolicy, ObservationKeys, resolve_keys, PRESETS, ...): a Policy behind open
 tau-sim's Policy protocol acting through such a server. It is a subpackage so that acting does not load websockets.
 """
 
+from tau_policy.action_queue import ActionQueue
 from tau_policy.bundle import BUNDLE_FORMAT, PolicyBundle, Provenance, read_layouts, read_model_config
 from tau_policy.foreign import detect_format
 from tau_policy.layout import PolicyLayout
@@ -27,6 +30,7 @@ from tau_policy.sim import SimPolicy
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActionQueue",
     "BUNDLE_FORMAT",
     "Policy",
     "PolicyBundle",

@@ -10,25 +10,32 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from tau_data import build_sample
-from tau_models import SampleTokenizer
+from tau_models import ActionPrefix, SampleTokenizer, soft_mask_weights
 from tau_models.sample import Batch
 from torch.utils.data import default_collate
 
 from tau_policy.bundle import BUNDLE_FORMAT, PolicyBundle
 from tau_policy.layout import PolicyLayout
 
+RtcMode = Literal["naive", "inpaint", "prefix"]
+RTC_MODES = ("naive", "inpaint", "prefix")
+
 
 class Policy:
     """One head of a policy bundle, ready to act. Without `noise`, flow sampling draws from the policy's own
-    generator seeded with `seed`, so a fresh policy with the same seed repeats its actions."""
+    generator seeded with `seed`, so a fresh policy with the same seed repeats its actions. `rtc`: how `act` joins
+    an `action_prefix` (real-time chunking): "naive" ignores it, "inpaint" guides any flow policy toward it,
+    "prefix" feeds it clean to a model trained with rtc_max_delay > 0 (None: "prefix" for such a model, else
+    "naive")."""
 
     def __init__(self, bundle: PolicyBundle, head: str | None = None, *, device: str | torch.device = "cpu",
-                 seed: int = 0, num_inference_steps: int | None = None, mode: str = "flow") -> None:
+                 seed: int = 0, num_inference_steps: int | None = None, mode: str = "flow",
+                 rtc: RtcMode | None = None) -> None:
         self.bundle = bundle
         self.layout: PolicyLayout = bundle.layout(head)
         self.device = torch.device(device)
@@ -41,6 +48,14 @@ class Policy:
         self.action_feature = "fast_actions" if mode == "fast" and "fast_actions" in self.normalizer.modes else "actions"
         self.generator = torch.Generator().manual_seed(seed)
         self.tokenizer = SampleTokenizer(self.model.config)
+        trained = self.model.config.rtc_max_delay > 0
+        self.rtc: RtcMode = rtc or ("prefix" if trained and mode == "flow" else "naive")
+        if self.rtc not in RTC_MODES:
+            raise ValueError(f"rtc must be one of {RTC_MODES}, got {self.rtc!r}")
+        if self.rtc == "prefix" and not trained:
+            raise ValueError("rtc='prefix' needs a policy trained with rtc_max_delay > 0; use 'inpaint'")
+        if self.rtc != "naive" and mode == "fast":
+            raise ValueError(f"rtc={self.rtc!r} joins chunks during flow sampling; FAST decoding cannot take a prefix")
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -80,9 +95,13 @@ class Policy:
 
     @torch.no_grad()
     def act(self, observation: Mapping[str, np.ndarray], prompts: Sequence[str], noise: torch.Tensor | None = None,
-            *, guidance_weight: float = 1.0) -> np.ndarray:
+            *, guidance_weight: float = 1.0, action_prefix: np.ndarray | None = None,
+            frozen: int | None = None) -> np.ndarray:
         """float32 (B, chunk, action_dim) actions in robot units. `noise` (B, chunk, max_action_dim) fixes the flow
-        sampling; `guidance_weight` != 1 applies classifier-free guidance toward "Advantage: positive"."""
+        sampling; `guidance_weight` != 1 applies classifier-free guidance toward "Advantage: positive".
+        `action_prefix` (B, P, action_dim) robot units: the actions executing while this chunk is computed, aligned
+        with the chunk's first P positions; the first `frozen` (default P) run for sure, the rest are the soft
+        region of inpainting. Joined as `self.rtc` says."""
         layout, cfg, b = self.layout, self.model.config, len(prompts)
         if guidance_weight != 1.0 and not cfg.advantage_conditioning:
             raise ValueError("guidance_weight != 1 needs a policy trained with advantage conditioning")
@@ -95,21 +114,51 @@ class Policy:
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         chunk = self.model.sample_actions(batch, noise=noise.to(self.device), num_steps=self.num_inference_steps,
                                           mode=self.mode,
-                                          guidance_weight=None if guidance_weight == 1.0 else guidance_weight)
+                                          guidance_weight=None if guidance_weight == 1.0 else guidance_weight,
+                                          action_prefix=self.action_prefix(action_prefix, frozen, b))
         actions = chunk[:, :, : layout.action_dim].float().cpu().numpy()
         actions = self.normalizer.unnormalize(actions, layout.head, self.action_feature)
         if layout.action_low is not None:
             actions = np.clip(actions, np.asarray(layout.action_low), np.asarray(layout.action_high))
         return actions.astype(np.float32)
 
+    def action_prefix(self, actions: np.ndarray | None, frozen: int | None, batch: int) -> ActionPrefix | None:
+        """The model's ActionPrefix for robot-unit prefix actions (normalised with the head's statistics, padded
+        to the chunk and max_action_dim), or None when there is nothing to join or rtc is "naive"."""
+        if actions is None or self.rtc == "naive":
+            return None
+        layout = self.layout
+        prefix = np.asarray(actions, dtype=np.float32)
+        if prefix.ndim == 3 and prefix.shape[1] == 0:  # nothing executing yet (e.g. an ActionQueue's first chunk)
+            return None
+        if prefix.ndim != 3 or prefix.shape[0] != batch or prefix.shape[2] != layout.action_dim:
+            raise ValueError(f"action_prefix must be (B={batch}, P, action_dim={layout.action_dim}), got "
+                             f"{prefix.shape}")
+        length = prefix.shape[1]
+        frozen = length if frozen is None else frozen
+        if frozen == 0 and self.rtc == "prefix":
+            return None
+        if length > layout.chunk_size or not 0 <= frozen <= length:
+            raise ValueError(f"action_prefix of {length} actions with frozen={frozen}: need 0 <= frozen <= P <= "
+                             f"chunk_size={layout.chunk_size}")
+        shape = (batch, layout.chunk_size, layout.max_action_dim)
+        padded, weights = torch.zeros(shape), torch.zeros(shape)
+        normalized = self.normalizer.normalize(prefix, layout.head, "actions")
+        padded[:, :length, : layout.action_dim] = torch.from_numpy(np.asarray(normalized, dtype=np.float32))
+        weights[:, :, : layout.action_dim] = soft_mask_weights(layout.chunk_size, frozen, length)[None, :, None]
+        return ActionPrefix(actions=padded.to(self.device), frozen=frozen, weights=weights.to(self.device),
+                            mode=self.rtc)
+
 
 def load_policy(path_or_hub_id: str | Path, *, head: str | None = None, device: str | torch.device = "cpu",
                 seed: int = 0, num_inference_steps: int | None = None, statistics: Any = None, strict: bool = True,
-                vision_num_heads: int | None = None, mode: str = "flow", **overrides: Any) -> Policy:
+                vision_num_heads: int | None = None, mode: str = "flow", rtc: RtcMode | None = None,
+                **overrides: Any) -> Policy:
     """The policy of a saved bundle or a LeRobot / OpenTau / openpi checkpoint (folder or hub repo id), acting for
     `head` (a norm head, robot type or dataset name; None: the only head). `statistics` (a Normalizer or normaliser
     file) replaces the checkpoint's own; `overrides` are PiConfig runtime fields (e.g. tokenizer_name); mode "fast"
-    acts with FAST decoding (a model with a FAST head)."""
+    acts with FAST decoding (a model with a FAST head); `rtc` as in Policy."""
     bundle = PolicyBundle.load(path_or_hub_id, device=device, statistics=statistics, strict=strict,
                                vision_num_heads=vision_num_heads, **overrides)
-    return Policy(bundle, head, device=device, seed=seed, num_inference_steps=num_inference_steps, mode=mode)
+    return Policy(bundle, head, device=device, seed=seed, num_inference_steps=num_inference_steps, mode=mode,
+                  rtc=rtc)

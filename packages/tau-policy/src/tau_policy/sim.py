@@ -60,8 +60,12 @@ class SimPolicy:
         features[layout.state_feature] = np.asarray(observation[self.state_key])
         return features
 
-    def act(self, observation: Mapping[str, np.ndarray], prompts: Sequence[str]) -> np.ndarray:
-        """(B, chunk, action_dim) actions in env units for a vector env's observation and instructions."""
+    def act(self, observation: Mapping[str, np.ndarray], prompts: Sequence[str],
+            action_prefix: np.ndarray | None = None) -> np.ndarray:
+        """(B, chunk, action_dim) actions in env units for a vector env's observation and instructions;
+        `action_prefix` (B, k, action_dim): the actions tau-sim's latency mode executes meanwhile, all frozen, joined
+        as the policy's `rtc` mode says."""
         layout = self.policy.layout
         noise = torch.randn(len(prompts), layout.chunk_size, layout.max_action_dim, generator=self.generator)
-        return self.policy.act(self.features(observation), prompts, noise, guidance_weight=self.guidance_weight)
+        return self.policy.act(self.features(observation), prompts, noise, guidance_weight=self.guidance_weight,
+                               action_prefix=action_prefix)
