@@ -90,4 +90,4 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
     result = runner.invoke(main, ["--policy", str(bundle_folder()), "--head", "arm_z"])
     assert result.exit_code == 1 and "'arm_z' is no head, robot type or dataset" in result.output
     result = runner.invoke(main, ["--policy", str(tmp_path)])
-    assert result.exit_code == 1 and "bundle.json missing" in result.output
+    assert result.exit_code == 1 and "unknown checkpoint layout (no bundle.json" in result.output
