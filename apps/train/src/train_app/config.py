@@ -46,6 +46,9 @@ class TrainAppConfig:
     # The simulator observation entry the state comes from, in demos and when acting: "state" (end-effector), or
     # on the tabletop tasks "privileged" (end-effector plus object and target positions).
     state_key: str = "state"
+    # The weights of the exported policy: "auto" (EMA when train.ema.enabled, else the raw weights), "raw" or
+    # "ema"; LoRA adapters are merged into the base weights either way (tau_train.export).
+    export_weights: str = "auto"
 
 
 def preset_path(name: str) -> Path:

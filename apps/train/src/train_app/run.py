@@ -11,7 +11,8 @@ from tau_models import PiConfig, PiModel, SampleTokenizer, from_pretrained, pi0_
 from tau_models.local_tokenizer import build_local_tokenizer
 from tau_policy import PolicyBundle, Provenance, episode_labels, record_episodes
 from tau_sim import ExpertConfig, generate_demos, suite_tasks
-from tau_train import LoaderSpec, Trainer, load_final_weights
+from tau_train import (LoaderSpec, Trainer, apply_lora, checkpoints_dir, export_kind, exported_model, load_final_weights,
+                       merge_lora)
 
 from train_app.config import TrainAppConfig
 
@@ -102,14 +103,26 @@ def train(config: TrainAppConfig) -> Path:
 
     trainer = Trainer(config.train, model, loaders, run_config=config)
     trainer.fit()
-    trained = trainer.accelerator.unwrap_model(trainer.model)
     folder = Path(config.train.output_dir) / "policy"
     if trainer.accelerator.is_main_process:
-        if trainer.sharded:  # FSDP2 sharded the model in place: export a plain copy from the final checkpoint
-            trained = build_policy(config, tokenizer)
-            trained.load_state_dict(load_final_weights(config.train.output_dir))
-        provenance = Provenance(source=str(Path(config.train.output_dir) / "checkpoints"), step=trainer.step,
-                                weights="raw")
-        bundle = PolicyBundle.from_mixture(trained, dataset, provenance=provenance, sim_state_key=config.state_key)
-        bundle.save(folder)
+        export_policy(config, trainer, dataset, tokenizer).save(folder)
     return folder
+
+
+def export_policy(config: TrainAppConfig, trainer: Trainer, dataset: MixtureDataset,
+                  tokenizer: str | None) -> PolicyBundle:
+    """The acting bundle of a finished run: the weights `config.export_weights` chooses (EMA by default when the
+    run kept one), LoRA adapters merged into the base weights, and the provenance saying which they are."""
+    train_config = config.train
+    kind = export_kind(config.export_weights, ema=trainer.ema is not None, lora=train_config.lora.enabled)
+    if trainer.sharded:  # FSDP2 sharded the model in place: export a plain copy from the final checkpoint
+        trained = build_policy(config, tokenizer)
+        if train_config.lora.enabled:
+            trained = apply_lora(trained, train_config.lora)
+        trained.load_state_dict(load_final_weights(train_config.output_dir, ema=kind == "ema"))
+        trained = merge_lora(trained)
+    else:
+        trained = exported_model(trainer.accelerator.unwrap_model(trainer.model), ema=trainer.ema,
+                                 use_ema=kind == "ema")
+    provenance = Provenance(source=str(checkpoints_dir(train_config.output_dir)), step=trainer.step, weights=kind)
+    return PolicyBundle.from_mixture(trained, dataset, provenance=provenance, sim_state_key=config.state_key)

@@ -44,7 +44,9 @@ from .config import (
     load_config,
     validate_config,
 )
+from .export import EXPORT_CHOICES, export_kind, exported_model, merge_lora
 from .freezing import module_groups, select_parameters
+from .lora import apply_lora
 from .metrics import read_metrics
 from .parallel import local_parameter_count, parallelize, shard_units
 from .plots import plot_metrics
@@ -64,6 +66,7 @@ def accelerate_config(name: str) -> Path:
 
 
 __all__ = [
+    "EXPORT_CHOICES",
     "CheckpointConfig",
     "CheckpointError",
     "ConfigError",
@@ -82,9 +85,12 @@ __all__ = [
     "ValidationConfig",
     "WandbConfig",
     "accelerate_config",
+    "apply_lora",
     "checkpoints_dir",
     "config_to_yaml",
+    "export_kind",
     "export_weights",
+    "exported_model",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint_weights",
@@ -92,6 +98,7 @@ __all__ = [
     "load_final_weights",
     "load_weights",
     "local_parameter_count",
+    "merge_lora",
     "module_groups",
     "parallelize",
     "plot_metrics",
