@@ -18,6 +18,7 @@ from tau_data.metadata import DatasetMeta, load_meta
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import NormMode, Normalizer
 from tau_data.sample import build_sample
+from tau_data.split import split_episodes
 from tau_data.stats import dataset_stats, read_stats, write_dataset_stats, write_stats
 from tau_data.transforms import AugmentConfig, augment
 from tau_data.writer import DatasetWriter
@@ -27,6 +28,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AugmentConfig", "DatasetError", "DatasetMeta", "DatasetSpec", "DatasetWriter", "LeRobotDataset",
     "MixtureConfig", "MixtureDataset", "MixtureSampler", "NormMode", "Normalizer", "augment", "build_sample",
-    "convert_v21_to_v30", "dataset_stats", "info", "load_meta", "draw_seed", "make_loader", "read_stats", "write_dataset_stats",
-    "write_stats",
+    "convert_v21_to_v30", "dataset_stats", "info", "load_meta", "draw_seed", "make_loader", "read_stats", "split_episodes",
+    "write_dataset_stats", "write_stats",
 ]
