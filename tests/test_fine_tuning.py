@@ -1,6 +1,7 @@
 """Fine-tuning the pretrained parity fixture (LeRobot's tiny pi0.5) through apps/train's code path: the exported
 bundle holds the weights its provenance names (LoRA merged, EMA) and acts bit-identically once reloaded."""
 
+import json
 import os
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from data_app.cli import main as data_main
 from tau_data import MixtureDataset, make_loader
 from tau_models import SampleTokenizer
 from tau_policy import Policy, load_policy
-from tau_train import TrainConfig, Trainer, load_config
-from train_app.config import ModelSection, TrainAppConfig
-from train_app.run import build_policy, export_policy, mixture_config, prompt_tokenizer
+from tau_train import TrainConfig, Trainer, load_config, load_weights, read_metrics
+from train_app.config import ModelSection, TrainAppConfig, ValidationSection
+from train_app.run import build_policy, export_policy, mixture_config, mixtures, prompt_tokenizer
+from train_app.run import train as run_training
 
 TASK = "tabletop/push_red_to_target"
 SHARED = Path(os.environ.get("TAU_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -101,3 +103,41 @@ def test_ema_is_exported_by_default_and_reloads_bit_identically(demos: Path, tmp
     assert raw.provenance.weights == "raw"
     for name, param in raw.model.named_parameters():
         assert torch.equal(param, live[name])
+
+
+def test_validation_split_logs_val_losses_and_exports_the_best(demos: Path, tmp_path: Path) -> None:
+    """apps/train with a validation section: held-out episodes, val/* logged every step, the best weights kept
+    and exported."""
+    output = tmp_path / "run"
+    train = load_config(None, [f"output_dir={output}", "steps=4", "batch_size=2", "schedule.warmup_steps=0",
+                               "optimizer.lr=3e-2", "checkpoint.every_steps=0", "logging.progress_bar=false",
+                               "logging.tensorboard=false", "logging.every_steps=1", "validation.every_steps=1",
+                               "validation.max_batches=2", "validation.keep_best=val/loss"], schema=TrainConfig)
+    config = TrainAppConfig(
+        data={"datasets": [{"path": str(demos), "cameras": CAMERAS}]},
+        model=ModelSection(pretrained=str(FIXTURE / "checkpoint"), tokenizer=str(FIXTURE / "tokenizer"),
+                           overrides={"vision_num_heads": 4, "num_inference_steps": 2}),
+        train=train, num_workers=0, validation=ValidationSection(fraction=0.5, seed=0), export_from="best")
+    folder = run_training(config)
+    metrics = read_metrics(output / "metrics.jsonl")
+    val = {step: m["val/loss"] for step, m in metrics.items() if "val/loss" in m}
+    assert sorted(val) == [1, 2, 3, 4]
+    best = json.loads((output / "best" / "best.json").read_text())
+    assert best["step"] == min(val, key=val.get) and best["value"] == pytest.approx(min(val.values()))
+    bundle = load_policy(folder).bundle
+    assert bundle.provenance.step == best["step"]
+    saved = load_weights(output / "best" / "model.safetensors")
+    for name, tensor in bundle.model.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    assert (output / "plots" / "loss.png").stat().st_size > 1000
+
+
+def test_validation_section_holds_out_whole_episodes(demos: Path) -> None:
+    config = TrainAppConfig(data={"datasets": [{"path": str(demos), "cameras": CAMERAS}]},
+                            validation=ValidationSection(fraction=0.5, seed=0))
+    model = build_policy(TrainAppConfig(model=ModelSection(overrides={"chunk_size": 5})), None).config
+    dataset, val = mixtures(config, model)
+    trained = {int(e) for e in dataset.members[0].columns["episode_index"]}
+    held_out = {int(e) for e in val.members[0].columns["episode_index"]}
+    assert trained and held_out and trained.isdisjoint(held_out)
+    assert val.normalizer is dataset.normalizer

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tau_data import DatasetError, MixtureDataset, split_episodes
+from tau_data import DatasetError, MixtureDataset, make_loader, split_episodes
 from test_mixture import _config
 
 
@@ -48,3 +48,15 @@ def test_single_episode_cannot_be_split(robot_a, robot_b):
     cfg.datasets[0].episodes = [2]
     with pytest.raises(DatasetError, match="at least 2 episodes"):
         split_episodes(cfg, 0.5)
+
+
+def test_repeat_loader_draws_the_same_batches_every_pass(robot_a, robot_b):
+    mix = MixtureDataset(_config(robot_a, robot_b))
+
+    def indices(loader):
+        return [batch["actions"].sum().item() for batch in loader]
+
+    fixed = make_loader(mix, 4, num_workers=0, samples_per_epoch=12, repeat=True)
+    assert indices(fixed) == indices(fixed)
+    moving = make_loader(mix, 4, num_workers=0, samples_per_epoch=12)
+    assert indices(moving) != indices(moving)

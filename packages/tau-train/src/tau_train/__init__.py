@@ -17,6 +17,7 @@ the final weights back as one state dict.
 from importlib.resources import files
 from pathlib import Path
 
+from .best import load_best_weights
 from .checkpoint import (
     CheckpointError,
     checkpoints_dir,
@@ -93,6 +94,7 @@ __all__ = [
     "exported_model",
     "latest_checkpoint",
     "list_checkpoints",
+    "load_best_weights",
     "load_checkpoint_weights",
     "load_config",
     "load_final_weights",
