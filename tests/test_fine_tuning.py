@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from click.testing import CliRunner
 from data_app.cli import main as data_main
 from tau_data import MixtureDataset, make_loader
@@ -141,3 +142,27 @@ def test_validation_section_holds_out_whole_episodes(demos: Path) -> None:
     held_out = {int(e) for e in val.members[0].columns["episode_index"]}
     assert trained and held_out and trained.isdisjoint(held_out)
     assert val.normalizer is dataset.normalizer
+
+
+def test_bf16_keeps_fp32_master_weights_and_freezing_holds_on_the_checkpoint(demos: Path, tmp_path: Path) -> None:
+    """mixed_precision=bf16 (autocast) changes the computed loss but the weights the optimizer updates stay fp32;
+    the frozen vision tower of the pretrained checkpoint is untouched while the rest trains."""
+    common = ["steps=1", "freeze=[vision]", "gradient_checkpointing=true", "logging.every_steps=1"]
+    fp32, _, _ = fine_tune(demos, tmp_path / "fp32", [*common, "mixed_precision=fp32"])
+    AcceleratorState._reset_state(reset_partial_state=True)  # accelerate keeps one precision per process
+    try:
+        bf16, config, _ = fine_tune(demos, tmp_path / "bf16", [*common, "mixed_precision=bf16"])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    losses = [read_metrics(t.output_dir / "metrics.jsonl")[1]["train/loss"] for t in (fp32, bf16)]
+    assert losses[0] != pytest.approx(losses[1], rel=1e-6, abs=0)  # the bf16 forward is not the fp32 one
+    assert losses[0] == pytest.approx(losses[1], rel=0.05)
+    pretrained = dict(build_policy(config, prompt_tokenizer(config)).named_parameters())
+    trained = bf16.accelerator.unwrap_model(bf16.model)
+    groups = trained.module_groups()
+    for name, param in trained.named_parameters():
+        assert param.dtype == torch.float32, name
+        if any(name.startswith(prefix) for prefix in groups["vision"]):
+            assert torch.equal(param, pretrained[name]), name
+    expert = [n for n in pretrained if any(n.startswith(prefix) for prefix in groups["expert"])]
+    assert expert and any(not torch.equal(trained.get_parameter(n), pretrained[n]) for n in expert)
