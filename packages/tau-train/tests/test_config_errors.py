@@ -58,3 +58,10 @@ def test_bad_overrides_are_one_line(tmp_path: Path, override: str, message: str)
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(path, [override], schema=AppLike)
     assert "\n" not in str(caught.value)
+
+
+def test_keep_best_needs_a_validation_schedule():
+    from tau_train import ConfigError, TrainConfig, ValidationConfig, validate_config
+
+    with pytest.raises(ConfigError, match="validation.keep_best='val/loss' needs validation.every_steps > 0"):
+        validate_config(TrainConfig(validation=ValidationConfig(keep_best="val/loss")))

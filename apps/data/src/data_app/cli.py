@@ -1,4 +1,4 @@
-"""`./pants run apps/data -- COMMAND`: dataset tools (info, stats, generate, convert)."""
+"""`./pants run apps/data -- COMMAND`: dataset tools (info, stats, generate, convert, fit-fast)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 
 import click
-from tau_data import DatasetError, convert_v21_to_v30, info, write_dataset_stats
+from tau_data import (DatasetError, DatasetSpec, MixtureConfig, MixtureDataset, NormMode, convert_v21_to_v30, info,
+                      normalized_action_chunks, write_dataset_stats)
+from tau_models import FastTokenizer
 from tau_policy import episode_labels, record_episodes
 from tau_sim import ExpertConfig, generate_demos, list_suites, suite_tasks
 from tau_sim.tabletop_env import LAYOUTS
@@ -94,6 +96,40 @@ def convert_command(source: str, destination: str) -> None:
     except (DatasetError, FileNotFoundError, FileExistsError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"v3.0 dataset written to {path}")
+
+
+@main.command("fit-fast")
+@click.argument("dataset")
+@click.option("--output", required=True, type=click.Path(file_okay=False),
+              help="Folder for tokenizer.json + processor_config.json (FastTokenizer.load and the hub format).")
+@click.option("--chunk-size", required=True, type=click.IntRange(min=1), help="The policy's chunk_size.")
+@click.option("--max-action-dim", required=True, type=click.IntRange(min=1),
+              help="The policy's max_action_dim (chunks are zero-padded to it, as the model sees them).")
+@click.option("--norm-mode", default=NormMode.QUANTILES.value, show_default=True,
+              type=click.Choice([m.value for m in NormMode]), help="How the actions are normalised in training.")
+@click.option("--vocab-size", default=1024, show_default=True, type=click.IntRange(min=2), help="BPE vocabulary.")
+@click.option("--scale", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="DCT coefficient scale before rounding.")
+@click.option("--max-chunks", default=10000, show_default=True, type=click.IntRange(min=1),
+              help="Fit on at most this many chunks, drawn without replacement.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the chunk draw.")
+def fit_fast_command(dataset: str, output: str, chunk_size: int, max_action_dim: int, norm_mode: str,
+                     vocab_size: int, scale: float, max_chunks: int, seed: int) -> None:
+    """Fit a FAST tokenizer on DATASET's normalised action chunks (a local root or hub id) and save it."""
+    try:
+        mixture = MixtureDataset(MixtureConfig(datasets=[DatasetSpec(path=dataset)], num_cameras=0,
+                                               image_size=(8, 8), chunk_size=chunk_size, max_action_dim=max_action_dim,
+                                               max_state_dim=1024,
+                                               norm_modes={"state": NormMode.QUANTILES, "actions": NormMode(norm_mode)}))
+        chunks = normalized_action_chunks(mixture, max_chunks, seed)
+        tokenizer = FastTokenizer.fit(chunks, scale=scale, vocab_size=vocab_size)
+    except (DatasetError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from error
+    tokenizer.save(output)
+    lengths = [len(ids) for ids in tokenizer.encode(chunks)]
+    click.echo(json.dumps({"chunks": len(chunks), "vocab_size": tokenizer.vocab_size,
+                           "mean_tokens": float(sum(lengths) / len(lengths)), "max_tokens": max(lengths)}))
+    click.echo(f"FAST tokenizer written to {output}")
 
 
 def write_demo_dataset(output: str | Path, task_ids: list[str], episodes_per_task: int, seed: int,

@@ -17,16 +17,17 @@ from tau_sim.tabletop_env import LAYOUTS
 
 DEFAULT_POLICY = Path("outputs/default/train/policy")
 LOCAL_ONLY = {"policy_dir": "--policy", "head": "--head", "inference_steps": "--inference-steps",
-              "expert": "--expert", "random_policy": "--random"}  # options --server cannot take
+              "expert": "--expert", "random_policy": "--random", "mode": "--mode"}  # options --server cannot take
 
 
-def sim_policy(folder: Path, seed: int, steps: int | None, head: str | None, rtc: str | None = None) -> SimPolicy:
+def sim_policy(folder: Path, seed: int, steps: int | None, head: str | None, rtc: str | None = None,
+               mode: str = "flow") -> SimPolicy:
     """The acting policy of an `apps/train` (or `apps/rl`) bundle folder, behind tau-sim's Policy protocol."""
     if not (folder / "bundle.json").is_file():
         raise click.ClickException(f"{folder} is no trained policy (no bundle.json); train one with "
                                    "`./pants run apps/train` or pass --policy")
     try:
-        return SimPolicy(load_policy(folder, head=head, num_inference_steps=steps, rtc=rtc), seed=seed)
+        return SimPolicy(load_policy(folder, head=head, num_inference_steps=steps, rtc=rtc, mode=mode), seed=seed)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
 
@@ -93,12 +94,16 @@ class RandomPolicy:
 @click.option("--rtc", type=click.Choice(["naive", "inpaint", "prefix"]), default=None,
               help="How a chunk joins the actions executed during the latency (default: 'prefix' for a policy "
                    "trained with rtc_max_delay > 0, else 'naive').")
+@click.option("--mode", default="flow", show_default=True, type=click.Choice(["flow", "fast"]),
+              help="Act with the flow-matching expert, or by decoding FAST action tokens (a policy trained with a "
+                   "FAST loss).")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.pass_context
 def main(ctx: click.Context, policy_dir: Path, server: str | None, api_key: str | None, head: str | None,
          expert: bool, random_policy: bool, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
          num_envs: int, action_steps: int | None, inference_steps: int | None, videos_per_task: int, shard: str,
-         output_dir: Path | None, layout: str | None, latency_steps: int, rtc: str | None, verbose: bool) -> None:
+         output_dir: Path | None, layout: str | None, latency_steps: int, rtc: str | None, mode: str,
+         verbose: bool) -> None:
     """Evaluate a trained policy (default: the latest `apps/train` run) on tau-sim tasks and print success rates."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
@@ -127,7 +132,8 @@ def main(ctx: click.Context, policy_dir: Path, server: str | None, api_key: str 
     elif random_policy:
         policy, name = RandomPolicy(task_ids[0], seed), "eval_random"
     else:
-        policy, name = sim_policy(policy_dir, seed, inference_steps, head, rtc), "eval"
+        policy = sim_policy(policy_dir, seed, inference_steps, head, rtc, mode)
+        name = "eval" if mode == "flow" else "eval_fast"
         if policy.state_key == "privileged":
             config.env_kwargs["privileged_obs"] = True
     output_dir = output_dir or (Path("outputs") if server is not None else policy_dir.parent) / name

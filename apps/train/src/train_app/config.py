@@ -35,6 +35,15 @@ class DemoSection:
 
 
 @dataclass
+class ValidationSection:
+    """Hold out whole episodes of every dataset for validation (tau_data.split_episodes); the schedule, batch
+    limit and keep-best metric are `train.validation`."""
+
+    fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
 class TrainAppConfig:
     """One `apps/train` run. The mixture's image size, chunk and padded dims follow the model's config."""
 
@@ -43,9 +52,14 @@ class TrainAppConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     num_workers: int = 2
     demos: DemoSection | None = None
+    validation: ValidationSection | None = None
     # The simulator observation entry the state comes from, in demos and when acting: "state" (end-effector), or
     # on the tabletop tasks "privileged" (end-effector plus object and target positions).
     state_key: str = "state"
+    # The weights of the exported policy: "auto" (EMA when train.ema.enabled, else the raw weights), "raw" or
+    # "ema"; LoRA adapters are merged into the base weights either way (tau_train.export).
+    export_weights: str = "auto"
+    export_from: str = "final"  # "final": the trained model; "best": train.validation.keep_best's weights
 
 
 def preset_path(name: str) -> Path:

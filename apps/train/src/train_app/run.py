@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tau_data import LeRobotDataset, MixtureConfig, MixtureDataset, make_loader
+from tau_data import LeRobotDataset, MixtureConfig, MixtureDataset, make_loader, split_episodes
 from accelerate.utils import set_seed
 from tau_models import PiConfig, PiModel, SampleTokenizer, from_pretrained, pi0_config, pi05_config, tiny_pi0_config, tiny_pi05_config
 from tau_models.local_tokenizer import build_local_tokenizer
 from tau_policy import PolicyBundle, Provenance, episode_labels, record_episodes
 from tau_sim import ExpertConfig, generate_demos, suite_tasks
-from tau_train import LoaderSpec, Trainer, load_final_weights
+from tau_train import (LoaderSpec, Trainer, apply_lora, checkpoints_dir, export_kind, exported_model, load_best_weights,
+                       load_final_weights, merge_lora)
 
 from train_app.config import TrainAppConfig
 
@@ -84,6 +85,17 @@ def build_policy(config: TrainAppConfig, tokenizer: str | None) -> PiModel:
     return from_pretrained(config.model.pretrained, **overrides)
 
 
+def mixtures(config: TrainAppConfig, model: PiConfig) -> tuple[MixtureDataset, MixtureDataset | None]:
+    """The training mixture and, with a validation section, the held-out episodes' mixture (normalised with the
+    training statistics)."""
+    mixture = mixture_config(config, model)
+    if config.validation is None:
+        return MixtureDataset(mixture), None
+    train_mixture, val_mixture = split_episodes(mixture, config.validation.fraction, config.validation.seed)
+    dataset = MixtureDataset(train_mixture)
+    return dataset, MixtureDataset(val_mixture, normalizer=dataset.normalizer)
+
+
 def train(config: TrainAppConfig) -> Path:
     """Train and return the folder of the acting bundle (model, normaliser and sample layout of every head) for
     `apps/eval`."""
@@ -92,7 +104,7 @@ def train(config: TrainAppConfig) -> Path:
     set_seed(config.train.seed)  # the model's initialisation is part of a seeded run
     model = build_policy(config, tokenizer)
     tokenize = SampleTokenizer(model.config)
-    dataset = MixtureDataset(mixture_config(config, model.config))
+    dataset, val_dataset = mixtures(config, model.config)
     log.info("mixture: %d frames from %d dataset(s), weights %s", len(dataset), len(dataset.members),
              dataset.weights.round(3).tolist())
 
@@ -100,16 +112,41 @@ def train(config: TrainAppConfig) -> Path:
         return make_loader(dataset, spec.batch_size, num_workers=config.num_workers, seed=spec.seed,
                            rank=spec.rank, world_size=spec.world_size, transform=tokenize)
 
-    trainer = Trainer(config.train, model, loaders, run_config=config)
+    def val_loaders(spec: LoaderSpec):  # noqa: ANN202 - the same draws at every validation
+        return make_loader(val_dataset, spec.batch_size, num_workers=config.num_workers, seed=spec.seed,
+                           rank=spec.rank, world_size=spec.world_size, transform=tokenize, repeat=True)
+
+    trainer = Trainer(config.train, model, loaders, val_loaders if val_dataset is not None else None,
+                      run_config=config)
     trainer.fit()
-    trained = trainer.accelerator.unwrap_model(trainer.model)
     folder = Path(config.train.output_dir) / "policy"
     if trainer.accelerator.is_main_process:
-        if trainer.sharded:  # FSDP2 sharded the model in place: export a plain copy from the final checkpoint
-            trained = build_policy(config, tokenizer)
-            trained.load_state_dict(load_final_weights(config.train.output_dir))
-        provenance = Provenance(source=str(Path(config.train.output_dir) / "checkpoints"), step=trainer.step,
-                                weights="raw")
-        bundle = PolicyBundle.from_mixture(trained, dataset, provenance=provenance, sim_state_key=config.state_key)
-        bundle.save(folder)
+        export_policy(config, trainer, dataset, tokenizer).save(folder)
     return folder
+
+
+def export_policy(config: TrainAppConfig, trainer: Trainer, dataset: MixtureDataset,
+                  tokenizer: str | None) -> PolicyBundle:
+    """The acting bundle of a finished run: the weights `config.export_weights` chooses (EMA by default when the
+    run kept one), LoRA adapters merged into the base weights, and the provenance saying which they are."""
+    train_config = config.train
+    kind = export_kind(config.export_weights, ema=trainer.ema is not None, lora=train_config.lora.enabled)
+    step = trainer.step
+    if config.export_from not in ("final", "best"):
+        raise ValueError(f"export_from must be 'final' or 'best', got {config.export_from!r}")
+    if config.export_from == "best" or trainer.sharded:  # FSDP2 sharded the model in place: rebuild a plain one
+        if config.export_from == "best":
+            weights, record = load_best_weights(train_config.output_dir, ema=kind == "ema")
+            step = record["step"]
+        else:
+            weights = load_final_weights(train_config.output_dir, ema=kind == "ema")
+        trained = build_policy(config, tokenizer)
+        if train_config.lora.enabled:
+            trained = apply_lora(trained, train_config.lora)
+        trained.load_state_dict(weights)
+        trained = merge_lora(trained)
+    else:
+        trained = exported_model(trainer.accelerator.unwrap_model(trainer.model), ema=trainer.ema,
+                                 use_ema=kind == "ema")
+    provenance = Provenance(source=str(checkpoints_dir(train_config.output_dir)), step=step, weights=kind)
+    return PolicyBundle.from_mixture(trained, dataset, provenance=provenance, sim_state_key=config.state_key)

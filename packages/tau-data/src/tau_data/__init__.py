@@ -9,6 +9,7 @@ Stats: `dataset_stats`, `write_dataset_stats` (exact quantiles, written next to 
 Write: `DatasetWriter` (LeRobot v3.0), `convert_v21_to_v30`.
 """
 
+from tau_data.action_chunks import normalized_action_chunks
 from tau_data.convert import convert_v21_to_v30
 from tau_data.dataset import LeRobotDataset
 from tau_data.errors import DatasetError
@@ -18,6 +19,7 @@ from tau_data.metadata import DatasetMeta, load_meta
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import NormMode, Normalizer
 from tau_data.sample import build_sample
+from tau_data.split import split_episodes
 from tau_data.stats import dataset_stats, read_stats, write_dataset_stats, write_stats
 from tau_data.transforms import AugmentConfig, augment
 from tau_data.writer import DatasetWriter
@@ -27,6 +29,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AugmentConfig", "DatasetError", "DatasetMeta", "DatasetSpec", "DatasetWriter", "LeRobotDataset",
     "MixtureConfig", "MixtureDataset", "MixtureSampler", "NormMode", "Normalizer", "augment", "build_sample",
-    "convert_v21_to_v30", "dataset_stats", "info", "load_meta", "draw_seed", "make_loader", "read_stats", "write_dataset_stats",
-    "write_stats",
+    "convert_v21_to_v30", "dataset_stats", "info", "load_meta", "draw_seed", "make_loader", "normalized_action_chunks", "read_stats", "split_episodes",
+    "write_dataset_stats", "write_stats",
 ]

@@ -27,7 +27,8 @@ class MixtureSampler(torch.utils.data.Sampler, Stateful):
     """
 
     def __init__(self, lengths: list[int] | np.ndarray, weights: list[float] | np.ndarray, samples_per_epoch: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, repeat: bool = False) -> None:
+        self.repeat = repeat  # every iteration draws epoch 0 again (a validation stream, the same each time)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.samples_per_epoch, self.seed = int(samples_per_epoch), int(seed)
@@ -46,7 +47,7 @@ class MixtureSampler(torch.utils.data.Sampler, Stateful):
         return datasets, rows, seeds
 
     def __iter__(self) -> _MixtureIterator:
-        iterator = _MixtureIterator(self, self.epoch)
+        iterator = _MixtureIterator(self, 0 if self.repeat else self.epoch)
         self.epoch += 1
         return iterator
 
@@ -179,15 +180,15 @@ class _DatasetLoader(StatefulDataLoader):
 def make_loader(dataset: MixtureDataset, batch_size: int, *, num_workers: int = 2, seed: int = 0,
                 samples_per_epoch: int | None = None, rank: int = 0, world_size: int = 1,
                 prefetch_factor: int | None = None, transform: SampleTransform | None = None,
-                **kwargs: Any) -> StatefulDataLoader:
+                repeat: bool = False, **kwargs: Any) -> StatefulDataLoader:
     """A StatefulDataLoader drawing from the mixture by its weights; `.state_dict()` / `.load_state_dict()` resume
     mid-epoch exactly. Workers use one torch thread and open their video decoders themselves (with num_workers=0,
     call torch.set_num_threads(1) yourself: data-side math with several threads crawls on small CPUs). A bad frame
     read in a worker raises its DatasetError in the caller, intact. `transform(sample, rng=seed)` (e.g.
     tau_models.SampleTokenizer) runs on every sample inside the workers, `seed` being the draw's own seed; it must
-    be picklable for spawned workers."""
+    be picklable for spawned workers. With `repeat` every pass yields the same draws (a validation loader)."""
     sampler = MixtureSampler(dataset.lengths, dataset.weights, samples_per_epoch or len(dataset), seed=seed,
-                             rank=rank, world_size=world_size)
+                             rank=rank, world_size=world_size, repeat=repeat)
     return _DatasetLoader(dataset, transform=transform, batch_size=batch_size, sampler=sampler,
                           num_workers=num_workers,
                          worker_init_fn=_worker_init if num_workers else None,

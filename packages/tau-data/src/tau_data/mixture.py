@@ -43,6 +43,10 @@ class DatasetSpec:
     control_mode: str | None = None
     name: str | None = None                     # defaults to the folder / repo name
     revision: str | None = None
+    # Relative actions (openpi DeltaActions, LeRobot use_relative_actions): per action dimension, True trains on
+    # action - state of the same dimension at the chunk's first frame (statistics on those deltas); acting adds
+    # the state back. None: absolute actions.
+    relative_actions: list[bool] | None = None
 
 
 @dataclass
@@ -115,6 +119,8 @@ class MixtureDataset(torch.utils.data.Dataset):
                            for ds, spec in zip(self.members, config.datasets)]
         self.action_dims = [self._dim(ds, spec.actions, config.max_action_dim, "actions")
                             for ds, spec in zip(self.members, config.datasets)]
+        self.relative_masks = [self._relative_mask(spec, ds, a) for spec, ds, a in
+                               zip(config.datasets, self.members, self.action_dims)]
         self.lengths = np.array([len(ds) for ds in self.members], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
         self.weights = self._weights()
@@ -181,11 +187,47 @@ class MixtureDataset(torch.utils.data.Dataset):
         rounded = np.round(offsets)
         return rounded.astype(np.int64) if np.allclose(offsets, rounded, atol=1e-9) else offsets
 
+    def _relative_mask(self, spec: DatasetSpec, ds: LeRobotDataset, action_dim: int) -> np.ndarray | None:
+        """The boolean mask of the action dims trained relative to the state, checked against both dims."""
+        if spec.relative_actions is None:
+            return None
+        mask = np.asarray(spec.relative_actions, dtype=bool)
+        state_dim = int(np.prod(ds.columns[spec.state].shape[1:]))
+        if mask.shape != (action_dim,) or (mask.any() and np.flatnonzero(mask).max() >= state_dim):
+            raise DatasetError(f"relative_actions needs one flag per action dimension ({action_dim}), the relative "
+                               f"ones within the state's {state_dim} dims; got {spec.relative_actions}",
+                               dataset=ds.name, field="relative_actions")
+        return mask
+
+    def relative_chunk(self, d: int, row: int, chunk: np.ndarray) -> np.ndarray:
+        """The action chunk of member `d` at `row` with its relative dims made relative to that frame's state."""
+        mask = self.relative_masks[d]
+        if mask is None:
+            return chunk
+        state = self.members[d].columns[self.config.datasets[d].state][row].reshape(-1)
+        out = np.array(chunk, dtype=np.float32, copy=True)
+        out[:, mask] -= state[: len(mask)][mask]
+        return out
+
+    def _action_rows(self, d: int) -> np.ndarray:
+        """The action values statistics are computed on: the frames' actions, or with relative actions every
+        frame's whole relative chunk (the values the model is trained on)."""
+        ds = self.members[d]
+        if self.relative_masks[d] is None:
+            return ds.columns[self.config.datasets[d].actions].reshape(len(ds), -1)
+        return np.concatenate([self.relative_chunk(d, row, self._action_chunk(d, row)[0]) for row in range(len(ds))])
+
     def compute_normalizer(self) -> Normalizer:
         """Exact stats (true quantiles) per norm head, pooled over the selected frames of the head's datasets."""
         pooled: dict[str, dict[str, list[np.ndarray]]] = {}
         dims: dict[str, tuple[int, int, str]] = {}
-        for ds, spec, head in zip(self.members, self.config.datasets, self.heads):
+        relative: dict[str, tuple | None] = {}
+        for d, (ds, spec, head) in enumerate(zip(self.members, self.config.datasets, self.heads)):
+            mask = None if self.relative_masks[d] is None else tuple(self.relative_masks[d].tolist())
+            if relative.setdefault(head, mask) != mask:
+                raise DatasetError(f"norm head {head!r} mixes relative_actions {mask} with {relative[head]}; give "
+                                   "its datasets the same mask or set stats_per='dataset'", dataset=ds.name,
+                                   field="relative_actions")
             sd, ad = int(np.prod(ds.columns[spec.state].shape[1:])), int(np.prod(ds.columns[spec.actions].shape[1:]))
             if dims.setdefault(head, (sd, ad, ds.name))[:2] != (sd, ad):
                 raise DatasetError(f"norm head {head!r} mixes state/action dims {(sd, ad)} with {dims[head][:2]} of "
@@ -193,7 +235,7 @@ class MixtureDataset(torch.utils.data.Dataset):
                                    field="robot_type")
             entry = pooled.setdefault(head, {"state": [], "actions": []})
             entry["state"].append(ds.columns[spec.state].reshape(len(ds), -1))
-            entry["actions"].append(ds.columns[spec.actions].reshape(len(ds), -1))
+            entry["actions"].append(self._action_rows(d))
         stats = {}
         for head, feats in pooled.items():
             stats[head] = {}
@@ -243,6 +285,7 @@ class MixtureDataset(torch.utils.data.Dataset):
         else:
             prompt = str(ds.columns[spec.prompt][row])
         chunk, pad = self._action_chunk(d, row)
+        chunk = self.relative_chunk(d, row, chunk)
         sample = build_sample(images, ds.columns[spec.state][row], prompt, normalizer=self.normalizer, head=head,
                               image_size=cfg.image_size, max_state_dim=cfg.max_state_dim, actions=chunk,
                               action_is_pad=pad, max_action_dim=cfg.max_action_dim)

@@ -165,7 +165,8 @@ class PolicyBundle:
                 action_low=None if low is None else tuple(float(v) for v in low),
                 action_high=None if high is None else tuple(float(v) for v in high),
                 robot_type=spec.robot_type or member.meta.robot_type, datasets=(member.name,),
-                sim_state_key=sim_state_key)
+                sim_state_key=sim_state_key, relative_actions=None if mixture.relative_masks[d] is None else
+                tuple(bool(v) for v in mixture.relative_masks[d]))
         return cls(model, mixture.normalizer, tuple(layouts.values()), provenance)
 
 

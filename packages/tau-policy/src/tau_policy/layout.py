@@ -27,6 +27,7 @@ class PolicyLayout:
     robot_type: str | None = None
     datasets: tuple[str, ...] = ()         # training datasets of this head (names select it too)
     sim_state_key: str = "state"           # tau-sim observation entry the state feature was recorded from
+    relative_actions: tuple[bool, ...] | None = None  # action dims predicted relative to the state (added back)
 
     def __post_init__(self) -> None:
         if not self.cameras or all(c is None for c in self.cameras):
@@ -41,6 +42,11 @@ class PolicyLayout:
             if bound is not None and len(bound) != self.action_dim:
                 raise ValueError(f"head {self.head!r}: {name} has {len(bound)} values, action_dim is "
                                  f"{self.action_dim}")
+
+        if self.relative_actions is not None and (len(self.relative_actions) != self.action_dim or any(
+                flag and i >= self.state_dim for i, flag in enumerate(self.relative_actions))):
+            raise ValueError(f"head {self.head!r}: relative_actions {self.relative_actions} needs one flag per "
+                             f"action dim ({self.action_dim}), relative ones within the state's {self.state_dim}")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -62,7 +68,7 @@ class PolicyLayout:
         missing = sorted(required - set(data))
         if missing:
             raise ValueError(f"{source}: policy layout misses keys {missing}")
-        tuples = {"cameras", "image_size", "action_low", "action_high", "datasets"}
+        tuples = {"cameras", "image_size", "action_low", "action_high", "datasets", "relative_actions"}
         return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
 
 

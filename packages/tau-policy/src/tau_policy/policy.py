@@ -118,6 +118,10 @@ class Policy:
                                           action_prefix=self.action_prefix(action_prefix, frozen, b))
         actions = chunk[:, :, : layout.action_dim].float().cpu().numpy()
         actions = self.normalizer.unnormalize(actions, layout.head, self.action_feature)
+        if layout.relative_actions is not None:  # the inverse of training's delta: add the observed state back
+            mask = np.asarray(layout.relative_actions, dtype=bool)
+            state = np.asarray(observation[layout.state_feature], dtype=np.float32)[:, : len(mask)]
+            actions[..., mask] += state[:, None, mask]
         if layout.action_low is not None:
             actions = np.clip(actions, np.asarray(layout.action_low), np.asarray(layout.action_high))
         return actions.astype(np.float32)

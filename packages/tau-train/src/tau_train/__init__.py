@@ -17,6 +17,7 @@ the final weights back as one state dict.
 from importlib.resources import files
 from pathlib import Path
 
+from .best import load_best_weights
 from .checkpoint import (
     CheckpointError,
     checkpoints_dir,
@@ -44,7 +45,9 @@ from .config import (
     load_config,
     validate_config,
 )
+from .export import EXPORT_CHOICES, export_kind, exported_model, merge_lora
 from .freezing import module_groups, select_parameters
+from .lora import apply_lora
 from .metrics import read_metrics
 from .parallel import local_parameter_count, parallelize, shard_units
 from .plots import plot_metrics
@@ -64,6 +67,7 @@ def accelerate_config(name: str) -> Path:
 
 
 __all__ = [
+    "EXPORT_CHOICES",
     "CheckpointConfig",
     "CheckpointError",
     "ConfigError",
@@ -82,16 +86,21 @@ __all__ = [
     "ValidationConfig",
     "WandbConfig",
     "accelerate_config",
+    "apply_lora",
     "checkpoints_dir",
     "config_to_yaml",
+    "export_kind",
     "export_weights",
+    "exported_model",
     "latest_checkpoint",
     "list_checkpoints",
+    "load_best_weights",
     "load_checkpoint_weights",
     "load_config",
     "load_final_weights",
     "load_weights",
     "local_parameter_count",
+    "merge_lora",
     "module_groups",
     "parallelize",
     "plot_metrics",

@@ -137,6 +137,9 @@ class ValidationConfig:
 
     every_steps: int = 0
     max_batches: int = 0
+    # Keep the weights of the validation with the lowest value of this metric (e.g. "val/loss") in
+    # <output_dir>/best (tau_train.best); "": off.
+    keep_best: str = ""
 
 
 @dataclass
@@ -328,5 +331,7 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> None:
         )
     if config.validation.every_steps < 0 or config.validation.max_batches < 0:
         problems.append("validation.every_steps and validation.max_batches must be >= 0")
+    if config.validation.keep_best and not config.validation.every_steps:
+        problems.append(f"validation.keep_best={config.validation.keep_best!r} needs validation.every_steps > 0")
     if problems:
         raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))

@@ -29,6 +29,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, send_to_device, set_seed
 from tqdm.auto import tqdm
 
+from .best import BestWeights
 from .checkpoint import TrainingParts, latest_checkpoint
 from .config import ConfigError, TrainConfig, config_to_dict, validate_config
 from .data_stream import DataStream, isolated_rng
@@ -131,6 +132,8 @@ class Trainer:
         if config.ema.enabled:
             self.ema = EMA(self.accelerator.unwrap_model(self.model), config.ema.decay, config.ema.start_step)
 
+        self.best = BestWeights(config.output_dir, config.validation.keep_best, is_main=self.is_main) \
+            if config.validation.keep_best else None
         self.step = 0
         self.interrupted = False  # set when fit() returned early on SIGTERM
         self._first_group = self._torch_optimizer.param_groups[0].get("name", "default")
@@ -216,6 +219,8 @@ class Trainer:
                     self.step, config.validation.every_steps, config.steps
                 ):
                     metrics.update(self.validate())
+                    if self.best is not None:
+                        self.best.update(self.step, metrics, self.accelerator.unwrap_model(self.model), self.ema)
                 if logger is not None and (
                     _due(self.step, config.logging.every_steps, config.steps) or "val/loss" in metrics
                 ):
