@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .checkpoint import (
     CheckpointError,
+    DamagedCheckpointError,
     checkpoints_dir,
     export_weights,
     latest_checkpoint,
@@ -48,7 +49,8 @@ from .freezing import module_groups, select_parameters
 from .metrics import read_metrics
 from .parallel import local_parameter_count, parallelize, shard_units
 from .plots import plot_metrics
-from .trainer import LoaderFactory, LoaderSpec, NonFiniteError, Trainer
+from .run_lock import RunLockedError
+from .trainer import LoaderFactory, LoaderSpec, NonFiniteError, Trainer, TrainingInterrupted
 from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
@@ -67,6 +69,7 @@ __all__ = [
     "CheckpointConfig",
     "CheckpointError",
     "ConfigError",
+    "DamagedCheckpointError",
     "EMAConfig",
     "FSDPConfig",
     "LoRAConfig",
@@ -76,9 +79,11 @@ __all__ = [
     "NonFiniteError",
     "OptimizerConfig",
     "ParamGroupConfig",
+    "RunLockedError",
     "ScheduleConfig",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "ValidationConfig",
     "WandbConfig",
     "accelerate_config",
