@@ -5,6 +5,7 @@ import errno
 import json
 import logging
 import os
+import pathlib
 import signal
 import subprocess
 import time
@@ -165,37 +166,61 @@ def test_sigterm_is_a_pause_with_a_distinct_exit_code(tmp_path):
     assert f"checkpoint {stopped} written" in stderr and "run the same command again" in stderr
 
 
-def test_no_space_while_saving_raises_the_os_error_with_its_path(tmp_path, monkeypatch):
-    trainer = make_trainer(tmp_path, "steps=2", "checkpoint.every_steps=1")
-    real_open = open
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (needs root), else None; unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    yield mount if done.returncode == 0 else None
+    if done.returncode == 0:
+        subprocess.run(["umount", str(mount)], check=True)
 
-    def full_disk(file, mode="r", *args, **kwargs):
-        if "w" in mode and "distcp" in str(file):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
-        return real_open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", full_disk)
+def test_disk_full_while_saving_is_an_os_error_with_its_path(small_disk, tmp_path, monkeypatch):
+    """On a real full tmpfs where possible (root), else with the shard writes failing as a full disk does."""
+    run = small_disk / "run" if small_disk is not None else tmp_path / "run"
+    if small_disk is None:
+        real_open = pathlib.Path.open
+
+        def full_disk(self, mode="r", *args, **kwargs):
+            if "w" in mode and self.suffix == ".distcp":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+            return real_open(self, mode, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "open", full_disk)
+    # Fills the disk with a big model's checkpoint; the metrics file fits.
+    config = load_config(None, [f"output_dir={run}", "batch_size=4", "mixed_precision=fp32", *QUIET, "steps=1"])
+    torch.manual_seed(0)
+    trainer = Trainer(config, ToyModel(hidden=4096) if small_disk is not None else ToyModel(),
+                      loader_factory(ToyDataset()))
     with pytest.raises(OSError) as caught:
         trainer.fit()
+    assert caught.value.errno == errno.ENOSPC
     message = describe_os_error(caught.value)
-    assert "no space left on the device (ENOSPC)" in message and str(tmp_path) in message
-    monkeypatch.undo()
-    assert latest_checkpoint(tmp_path / "checkpoints") is None  # nothing half-written looks complete
+    assert "no space left on the device (ENOSPC)" in message and str(run) in message
+    assert latest_checkpoint(run / "checkpoints") is None  # nothing half-written looks complete
 
 
 def test_read_only_output_dir_is_an_os_error_naming_it(tmp_path):
+    """On a read-only tmpfs where possible (root), else a directory without write permission."""
     run = tmp_path / "ro"
     run.mkdir()
-    run.chmod(0o555)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(run)], capture_output=True)
+    if mounted.returncode != 0:
+        run.chmod(0o555)
     try:
-        if os.access(run, os.W_OK):
-            pytest.skip("running as root: permissions are not enforced")
         with pytest.raises(OSError) as caught:
-            make_trainer(run, "steps=1")
-        assert describe_os_error(caught.value).startswith(str(run))
-        assert "permission denied" in describe_os_error(caught.value)
+            make_trainer(run / "run", "steps=1")
+        message = describe_os_error(caught.value)
+        assert message.startswith(str(run))
+        expected = "the file system is read-only (EROFS)" if mounted.returncode == 0 else "permission denied"
+        assert expected in message
     finally:
-        run.chmod(0o755)
+        if mounted.returncode == 0:
+            subprocess.run(["umount", str(run)], check=True)
+        else:
+            run.chmod(0o755)
 
 
 def test_describe_os_error_plain_words():

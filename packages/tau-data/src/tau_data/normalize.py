@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from tau_data.errors import DatasetError
+from tau_models import respect_umask
 
 EPS = 1e-8
 
@@ -150,6 +151,7 @@ class Normalizer:
             save_file(tensors, str(path), metadata={"modes": json.dumps(self.to_dict()["modes"]),
                                                     "dataset_heads": json.dumps(self.dataset_heads),
                                                     "convention": self.convention, "eps": repr(self.eps)})
+            respect_umask(path)  # safetensors writes 0600
         else:
             path.write_text(json.dumps(self.to_dict(), indent=1))
         return path

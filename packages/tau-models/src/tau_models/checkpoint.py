@@ -245,19 +245,20 @@ def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
     os.close(fd)
     try:
-        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; teammates on a shared cluster must read it
         write(tmp)
+        respect_umask(tmp)  # mkstemp and safetensors make 0600; teammates on a shared cluster must read it
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def _default_file_mode() -> int:
-    """The mode `open()` gives a new file under this process's umask (0o666 minus the umask)."""
+def respect_umask(path: str | Path) -> None:
+    """Give `path` the mode `open()` gives a new file under this process's umask (0o666 minus the umask): writers
+    that use temporary files (mkstemp, safetensors) otherwise leave 0600, unreadable to the group."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    os.chmod(path, 0o666 & ~mask)
 
 
 def saved_config(folder: Path, raw: dict[str, Any], vision_num_heads: int | None = None) -> PiConfig:

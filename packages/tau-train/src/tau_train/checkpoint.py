@@ -239,7 +239,7 @@ def save_training_state(
         except CheckpointException as error:
             cause = _first_failure(error)
             if isinstance(cause, OSError):  # no space, read-only, permission: the OS's own error, with its path
-                raise cause from error
+                raise OSError(cause.errno, cause.strerror, cause.filename or str(target)) from error
             raise
     return None
 

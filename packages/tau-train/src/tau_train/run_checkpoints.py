@@ -4,6 +4,7 @@ committing atomically, loading exactly or re-sharded onto another number of proc
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,9 +168,16 @@ class RunCheckpoints:
         self.finish()
         barrier = self.accelerator.wait_for_everyone
         temp = begin_checkpoint(self.root, step, is_main=self.is_main, barrier=barrier)
-        save_rank_state(temp, self.rank, {"rng": rng_state(), "data": self.data.rank_state()})
-        if self.is_main:
-            write_config(temp, config_to_yaml(self.run_config))
+        try:
+            save_rank_state(temp, self.rank, {"rng": rng_state(), "data": self.data.rank_state()})
+            if self.is_main:
+                write_config(temp, config_to_yaml(self.run_config))
+            future = save_training_state(
+                temp, self.parts, asynchronous=self.config.checkpoint.async_save, process_group=self._group
+            )
+        except OSError as error:  # no space, ...: free what was written and name the checkpoint
+            shutil.rmtree(temp, ignore_errors=True)
+            raise OSError(error.errno, error.strerror, error.filename or str(temp)) from error
         trainer_state = {
             "step": step,
             "world_size": self.world_size,
@@ -177,9 +185,6 @@ class RunCheckpoints:
             "seed": self.config.seed,
             "versions": run_versions(),
         }
-        future = save_training_state(
-            temp, self.parts, asynchronous=self.config.checkpoint.async_save, process_group=self._group
-        )
         self._pending = _PendingSave(future, temp, trainer_state)
         if future is None:
             self.finish()
