@@ -174,7 +174,11 @@ class Normalizer:
                     stats.setdefault(head, {}).setdefault(feature, {})[stat] = f.get_tensor(name)
             return cls(stats=stats, modes=modes, dataset_heads=dataset_heads, source=str(path),
                        convention=meta.get("convention", "lerobot"), eps=float(meta.get("eps", EPS)))
-        return cls.from_dict(json.loads(path.read_text()), source=str(path))
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DatasetError(f"not valid JSON ({error})", file=path) from error
+        return cls.from_dict(data, source=str(path))
 
 
 def _dtype(x: Any) -> Any:

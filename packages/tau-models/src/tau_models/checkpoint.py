@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -189,7 +190,10 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     path = folder / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint weights missing: {path} (only safetensors checkpoints are read)")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:  # truncated or not a safetensors file: name it
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); re-export or re-download it") from error
 
 
 def read_config_json(folder: Path) -> dict[str, Any]:
@@ -266,7 +270,10 @@ def saved_config(folder: Path, raw: dict[str, Any], vision_num_heads: int | None
     with the tensor shapes (vision_num_heads: SigLIP's head count, which no shape shows)."""
     source = folder / CONFIG_FILE
     if raw.get("model_type") == "tau_pi":
-        config = PiConfig.from_dict(raw)
+        try:
+            config = PiConfig.from_dict(raw)
+        except (TypeError, ValueError) as error:  # unknown or mistyped fields: name the file
+            raise ValueError(f"{source}: {error}") from error
         if vision_num_heads is not None and vision_num_heads != config.vision.num_heads:
             raise ValueError(
                 f"{source}: vision_num_heads={vision_num_heads} changes the architecture of the checkpoint "

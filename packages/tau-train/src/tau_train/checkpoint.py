@@ -275,7 +275,7 @@ def load_training_state(checkpoint: str | Path, parts: TrainingParts) -> None:
             options=StateDictOptions(strict=False),
         )
     except CheckpointException as error:
-        raise _dcp_error(directory, error) from error
+        raise _dcp_error(directory, error, f"does not fit {model_name} and its optimizer") from error
     except (RuntimeError, KeyError, ValueError) as error:
         raise CheckpointError(f"{directory} does not fit {model_name} and its optimizer: {error}") from error
     names = {id(p): n for n, p in parts.model.named_parameters()}
@@ -302,7 +302,7 @@ def load_checkpoint_weights(checkpoint: str | Path, *, ema: bool = False) -> dic
         with _quiet_single_process():
             dcp.load(wanted, checkpoint_id=directory, no_dist=True)
     except CheckpointException as error:
-        raise _dcp_error(directory, error) from error
+        raise _dcp_error(directory, error, "cannot be loaded") from error
     weights = parts["model"]
     if ema:
         weights.update({n: t.to(weights[n].dtype) for n, t in parts["ema"].items()})
@@ -352,13 +352,13 @@ def _read_metadata(directory: Path) -> Any:
         ) from error
 
 
-def _dcp_error(directory: Path, error: CheckpointException) -> CheckpointError:
+def _dcp_error(directory: Path, error: CheckpointException, mismatch: str) -> CheckpointError:
     """DCP's per-process failures as one error: shards that cannot be read (damaged) or a state that does not fit."""
     first = _first_failure(error)
     problem = f"{type(first).__name__}: {_first_line(first)}"
     if isinstance(first, (OSError, EOFError, pickle.UnpicklingError)) or "truncated" in problem.lower():
         return DamagedCheckpointError(f"{directory}: shards cannot be read ({problem}): the checkpoint is damaged")
-    return CheckpointError(f"{directory} cannot be loaded: {problem}")
+    return CheckpointError(f"{directory} {mismatch}: {problem}")
 
 
 def _first_failure(error: CheckpointException) -> BaseException:

@@ -19,7 +19,9 @@ _PLAIN = {
 def describe_os_error(error: OSError) -> str:
     """`<path>: <what the OS said, in plain words> (<errno name>)`, and what to do for space / read-only /
     permission problems."""
-    path = error.filename or "(unknown path)"
+    if error.filename is None:  # raised with a message of its own (it names the path where it knows it)
+        return str(error)
+    path = str(error.filename)
     if error.filename2:
         path = f"{path} -> {error.filename2}"
     code = error.errno
