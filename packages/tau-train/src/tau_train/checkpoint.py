@@ -240,7 +240,8 @@ def save_training_state(
             cause = _first_failure(error)
             if isinstance(cause, OSError):  # no space, read-only, permission: the OS's own error, with its path
                 raise OSError(cause.errno, cause.strerror, cause.filename or str(target)) from error
-            raise
+            raise CheckpointError(f"{target}: writing failed ({type(cause).__name__}: {_first_line(cause)})") \
+                from error
     return None
 
 

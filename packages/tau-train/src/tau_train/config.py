@@ -334,4 +334,4 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> None:
     if config.validation.every_steps < 0 or config.validation.max_batches < 0:
         problems.append("validation.every_steps and validation.max_batches must be >= 0")
     if problems:
-        raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("invalid training config: " + "; ".join(problems))

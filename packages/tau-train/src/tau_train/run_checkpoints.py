@@ -3,7 +3,9 @@ committing atomically, loading exactly or re-sharded onto another number of proc
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -175,9 +177,13 @@ class RunCheckpoints:
             future = save_training_state(
                 temp, self.parts, asynchronous=self.config.checkpoint.async_save, process_group=self._group
             )
-        except OSError as error:  # no space, ...: free what was written and name the checkpoint
+        except (OSError, RuntimeError) as error:  # no space, read-only, ...: free what was written, name the path
             shutil.rmtree(temp, ignore_errors=True)
-            raise OSError(error.errno, error.strerror, error.filename or str(temp)) from error
+            if isinstance(error, OSError):
+                raise OSError(error.errno, error.strerror, error.filename or str(temp)) from error
+            if _nearly_full(self.root):  # torch's zip writer reports a full disk only as "unexpected pos ..."
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temp)) from error
+            raise
         trainer_state = {
             "step": step,
             "world_size": self.world_size,
@@ -208,3 +214,9 @@ class RunCheckpoints:
             ckpt = self.config.checkpoint
             for removed in prune_checkpoints(self.root, ckpt.keep_last, ckpt.keep_every):
                 log.info("retention: removed %s", removed)
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the file system holding `path` has less than 1 MiB left for this user."""
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize < 1 << 20
