@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import time
 
 import torch
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import RandomSampler
 
-from tau_train import LoaderSpec, TrainConfig, Trainer, load_config
+from tau_train import LoaderSpec, TrainConfig, Trainer, TrainingInterrupted, load_config
 
 
 class ToyDataset(Dataset):
@@ -143,7 +144,11 @@ def main() -> None:
     trainer = Trainer(
         config, model, loader_factory(ToyDataset(), args.sampler), val_factory(ToyDataset(size=8, seed=1))
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingInterrupted as paused:
+        print(paused, file=sys.stderr)
+        sys.exit(TrainingInterrupted.EXIT_CODE)
 
 
 def _kill_inside_save(step: int) -> None:

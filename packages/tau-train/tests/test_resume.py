@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tau_train import latest_checkpoint, list_checkpoints, load_checkpoint_weights, read_metrics
+from tau_train import TrainingInterrupted, latest_checkpoint, list_checkpoints, load_checkpoint_weights, read_metrics
 
 TOY = Path(__file__).parent / "tau_train_toy.py"
 
@@ -118,7 +118,7 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path, refe
         time.sleep(0.01)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
-    assert child.returncode == 0, stderr
+    assert child.returncode == TrainingInterrupted.EXIT_CODE, stderr
     assert "SIGTERM received" in stderr
     stopped_at = max(read_metrics(tmp_path / "metrics.jsonl"))
     assert 2 <= stopped_at < 10

@@ -13,9 +13,15 @@ from tau_models import FastTokenizer
 from tau_policy import episode_labels, record_episodes
 from tau_sim import ExpertConfig, generate_demos, list_suites, suite_tasks
 from tau_sim.tabletop_env import LAYOUTS
+from tau_train.os_errors import describe_os_error
 
 DEFAULT_SUITE = "tabletop"
 ROBOT_TYPE = "tau_sim_tabletop"  # the robot type the demonstrations are recorded with (their norm head)
+
+
+def _one_line(error: Exception) -> str:
+    """A dataset error as it reads; an OS error (no space, read-only, permission) in plain words with its path."""
+    return describe_os_error(error) if isinstance(error, OSError) else str(error)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +38,7 @@ def info_command(dataset: str) -> None:
     try:
         summary = info(dataset)
     except (DatasetError, OSError) as error:
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(_one_line(error)) from error
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -43,7 +49,7 @@ def stats_command(dataset: str) -> None:
     try:
         path = write_dataset_stats(dataset)
     except (DatasetError, OSError) as error:
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(_one_line(error)) from error
     click.echo(f"stats written to {path}")
 
 

@@ -14,6 +14,7 @@ from tau_policy import SimPolicy, load_policy
 from tau_policy.serving import API_KEY_ENV, RemotePolicy, RemotePolicyError
 from tau_sim import EvalConfig, TabletopExpertPolicy, evaluate, list_suites, make_env, suite_tasks
 from tau_sim.tabletop_env import LAYOUTS
+from tau_train.os_errors import describe_os_error
 
 DEFAULT_POLICY = Path("outputs/default/train/policy")
 LOCAL_ONLY = {"policy_dir": "--policy", "head": "--head", "inference_steps": "--inference-steps",
@@ -28,8 +29,10 @@ def sim_policy(folder: Path, seed: int, steps: int | None, head: str | None, rtc
                                    "`./pants run apps/train` or pass --policy")
     try:
         return SimPolicy(load_policy(folder, head=head, num_inference_steps=steps, rtc=rtc, mode=mode), seed=seed)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
+    except (ValueError, KeyError) as error:  # DatasetError, bad bundle/config/weights: the message names the file
+        raise click.ClickException(f"cannot load the policy {folder}: {error}") from error
+    except OSError as error:  # missing weights, permission ...
+        raise click.ClickException(f"cannot load the policy {folder}: {describe_os_error(error)}") from error
 
 
 def remote_policy(url: str, api_key: str | None) -> RemotePolicy:
@@ -141,6 +144,11 @@ def main(ctx: click.Context, policy_dir: Path, server: str | None, api_key: str 
         summary = evaluate(policy, task_ids, config, output_dir=output_dir)
     except RemotePolicyError as error:
         raise click.ClickException(str(error)) from error
+    except ValueError as error:  # e.g. a policy trained for another state / action size than these tasks give
+        if verbose:
+            raise
+        raise click.ClickException(f"{policy_dir if server is None else server} cannot act in {', '.join(task_ids)}: "
+                                   f"{error}") from error
     finally:
         if isinstance(policy, RemotePolicy):
             policy.close()

@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 from tau_data import DatasetError
 from tau_rl import RecapConfig, run_recap
-from tau_train import ConfigError, NonFiniteError, config_to_yaml, load_config
+from tau_train import CheckpointError, ConfigError, NonFiniteError, TrainingInterrupted, config_to_yaml, load_config
+from tau_train.os_errors import describe_os_error
 
 
 def default_config() -> Path:
@@ -46,8 +47,17 @@ def main(config_path: Path | None, print_config: bool, verbose: bool, overrides:
                                    "(it writes outputs/default/demos) or `./pants run apps/data -- generate`")
     try:
         summary = run_recap(config)
-    except (DatasetError, NonFiniteError, FileNotFoundError, ValueError) as error:
+    except TrainingInterrupted as error:  # a pause: rerun to resume
+        click.echo(f"Paused: {error}", err=True)
+        sys.exit(TrainingInterrupted.EXIT_CODE)
+    except (DatasetError, CheckpointError, NonFiniteError, ValueError) as error:
+        if verbose:
+            raise
         raise click.ClickException(str(error)) from error
+    except OSError as error:
+        if verbose:
+            raise
+        raise click.ClickException(describe_os_error(error)) from error
     click.echo(json.dumps(summary, indent=2, default=str))
     click.echo(f"RECAP run written to {config.run_dir} (summary.json, per-iteration plots and checkpoints)")
 

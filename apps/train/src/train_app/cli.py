@@ -7,7 +7,15 @@ import sys
 
 import click
 from tau_data import DatasetError
-from tau_train import ConfigError, NonFiniteError, config_to_yaml, load_config
+from tau_train import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteError,
+    TrainingInterrupted,
+    config_to_yaml,
+    load_config,
+)
+from tau_train.os_errors import describe_os_error
 
 from train_app.config import PRESETS, TrainAppConfig, preset_path
 from train_app.run import train
@@ -39,8 +47,17 @@ def main(preset: str, config_path: str | None, print_config: bool, verbose: bool
         return
     try:
         folder = train(config)
-    except (ConfigError, DatasetError, NonFiniteError, FileNotFoundError, ValueError) as error:
+    except TrainingInterrupted as error:  # a pause: resumable, nothing exported as trained
+        click.echo(f"Paused: {error}", err=True)
+        sys.exit(TrainingInterrupted.EXIT_CODE)
+    except (ConfigError, DatasetError, CheckpointError, NonFiniteError, ValueError) as error:
+        if verbose:
+            raise
         raise click.ClickException(str(error)) from error
+    except OSError as error:  # no space, read-only, permission: the OS's cause with its path
+        if verbose:
+            raise
+        raise click.ClickException(describe_os_error(error)) from error
     click.echo(f"trained policy written to {folder} (checkpoints, metrics.jsonl and plots in "
                f"{config.train.output_dir})")
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from tau_data.errors import DatasetError
+from tau_models import respect_umask
 
 EPS = 1e-8
 
@@ -150,6 +151,7 @@ class Normalizer:
             save_file(tensors, str(path), metadata={"modes": json.dumps(self.to_dict()["modes"]),
                                                     "dataset_heads": json.dumps(self.dataset_heads),
                                                     "convention": self.convention, "eps": repr(self.eps)})
+            respect_umask(path)  # safetensors writes 0600
         else:
             path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
@@ -172,7 +174,11 @@ class Normalizer:
                     stats.setdefault(head, {}).setdefault(feature, {})[stat] = f.get_tensor(name)
             return cls(stats=stats, modes=modes, dataset_heads=dataset_heads, source=str(path),
                        convention=meta.get("convention", "lerobot"), eps=float(meta.get("eps", EPS)))
-        return cls.from_dict(json.loads(path.read_text()), source=str(path))
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DatasetError(f"not valid JSON ({error})", file=path) from error
+        return cls.from_dict(data, source=str(path))
 
 
 def _dtype(x: Any) -> Any:

@@ -10,7 +10,7 @@ checkpoint I/O.
     model = from_pretrained("lerobot/pi05_base")  # tau, LeRobot or OpenTau layout, folder or hub id
 """
 
-from tau_models.checkpoint import LoadReport, from_pretrained, load_pi_checkpoint, save_pretrained
+from tau_models.checkpoint import LoadReport, from_pretrained, load_pi_checkpoint, respect_umask, save_pretrained
 from tau_models.config import (
     GemmaConfig,
     PiConfig,
@@ -43,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionPrefix",
+    "respect_umask",
     "Batch",
     "FastTokenizer",
     "GemmaConfig",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -189,7 +190,10 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     path = folder / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint weights missing: {path} (only safetensors checkpoints are read)")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:  # truncated or not a safetensors file: name it
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); re-export or re-download it") from error
 
 
 def read_config_json(folder: Path) -> dict[str, Any]:
@@ -246,10 +250,19 @@ def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        respect_umask(tmp)  # mkstemp and safetensors make 0600; teammates on a shared cluster must read it
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def respect_umask(path: str | Path) -> None:
+    """Give `path` the mode `open()` gives a new file under this process's umask (0o666 minus the umask): writers
+    that use temporary files (mkstemp, safetensors) otherwise leave 0600, unreadable to the group."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def saved_config(folder: Path, raw: dict[str, Any], vision_num_heads: int | None = None) -> PiConfig:
@@ -257,7 +270,10 @@ def saved_config(folder: Path, raw: dict[str, Any], vision_num_heads: int | None
     with the tensor shapes (vision_num_heads: SigLIP's head count, which no shape shows)."""
     source = folder / CONFIG_FILE
     if raw.get("model_type") == "tau_pi":
-        config = PiConfig.from_dict(raw)
+        try:
+            config = PiConfig.from_dict(raw)
+        except (TypeError, ValueError) as error:  # unknown or mistyped fields: name the file
+            raise ValueError(f"{source}: {error}") from error
         if vision_num_heads is not None and vision_num_heads != config.vision.num_heads:
             raise ValueError(
                 f"{source}: vision_num_heads={vision_num_heads} changes the architecture of the checkpoint "

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from huggingface_hub import snapshot_download
 from tau_data import MixtureDataset, Normalizer
-from tau_models import PiConfig, PiModel, from_pretrained, save_pretrained
+from tau_models import PiConfig, PiModel, from_pretrained, respect_umask, save_pretrained
 from tau_models.checkpoint import read_config_json, resolve_bundled_tokenizer
 
 from tau_policy.foreign import check_no_lora, load_foreign
@@ -229,6 +229,7 @@ def read_layouts(path_or_hub_id: str | Path) -> tuple[tuple[PolicyLayout, ...], 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     try:
+        respect_umask(tmp)  # mkstemp makes 0600; a shared cluster's group must be able to read it
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1)
         os.replace(tmp, path)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tau_data import Normalizer
 from tau_models import PiModel, load_pi_checkpoint
 from tau_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config_json
@@ -42,8 +42,12 @@ def check_no_lora(folder: Path) -> None:
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         return
-    with safe_open(str(weights), framework="pt") as f:
-        keys = list(f.keys())
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            keys = list(f.keys())
+    except SafetensorError as error:  # truncated or not a safetensors file
+        raise ValueError(f"{weights} is not a readable safetensors file ({error}); re-export or re-download it") \
+            from error
     lora = [k for k in keys if ".lora_A." in k or ".lora_B." in k]
     if lora:
         what = ("an unmerged LoRA adapter" if any(".base_layer." in k for k in keys)

@@ -25,7 +25,7 @@ import numpy as np
 from safetensors.torch import save_file
 from tau_data import Normalizer
 from tau_data.normalize import NormMode
-from tau_models import PiModel
+from tau_models import PiModel, respect_umask
 
 EPS = 1e-6  # openpi's normalisation epsilon
 ASSETS = "assets"
@@ -103,6 +103,7 @@ def save_openpi(model: PiModel, normalizer: Normalizer, folder: str | Path, *, h
     tensors = {openpi_name(k): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     (folder / ASSETS / asset_id).mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    respect_umask(folder / "model.safetensors")  # safetensors writes 0600
     config: dict[str, Any] = {"action_dim": cfg.max_action_dim, "action_horizon": cfg.chunk_size,
                               "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
                               "precision": cfg.dtype}

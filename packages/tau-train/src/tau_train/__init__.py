@@ -20,6 +20,7 @@ from pathlib import Path
 from .best import load_best_weights
 from .checkpoint import (
     CheckpointError,
+    DamagedCheckpointError,
     checkpoints_dir,
     export_weights,
     latest_checkpoint,
@@ -51,7 +52,8 @@ from .lora import apply_lora
 from .metrics import read_metrics
 from .parallel import local_parameter_count, parallelize, shard_units
 from .plots import plot_metrics
-from .trainer import LoaderFactory, LoaderSpec, NonFiniteError, Trainer
+from .run_lock import RunLockedError
+from .trainer import LoaderFactory, LoaderSpec, NonFiniteError, Trainer, TrainingInterrupted
 from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
@@ -71,6 +73,7 @@ __all__ = [
     "CheckpointConfig",
     "CheckpointError",
     "ConfigError",
+    "DamagedCheckpointError",
     "EMAConfig",
     "FSDPConfig",
     "LoRAConfig",
@@ -80,9 +83,11 @@ __all__ = [
     "NonFiniteError",
     "OptimizerConfig",
     "ParamGroupConfig",
+    "RunLockedError",
     "ScheduleConfig",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "ValidationConfig",
     "WandbConfig",
     "accelerate_config",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import sys
@@ -54,6 +55,10 @@ _TRASH_PREFIX = ".trash-"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or does not match the model / run it is loaded into."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint marked complete whose files cannot be read (truncated, garbage, not JSON)."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -146,7 +151,12 @@ def read_state(checkpoint: str | Path) -> dict[str, Any]:
     path = Path(checkpoint) / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{checkpoint} is not a complete checkpoint (no {STATE_FILE})")
-    state = json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedCheckpointError(f"{path} is not valid JSON ({error}): the checkpoint is damaged") from error
+    if not isinstance(state, dict):
+        raise DamagedCheckpointError(f"{path} must hold a JSON object, got {type(state).__name__}: the checkpoint is damaged")
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format_version {state.get('format_version')!r}, this tau-train reads "
@@ -187,7 +197,10 @@ def load_rank_state(checkpoint: str | Path, rank: int) -> dict[str, Any]:
     path = Path(checkpoint) / f"rank_{rank:05d}.pt"
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist (the checkpoint has no state of process {rank})")
-    return torch.load(path, weights_only=True)
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError ... on a damaged file
+        raise DamagedCheckpointError(f"{path} cannot be read ({_first_line(error)}): the checkpoint is damaged") from error
 
 
 class TrainingParts:
@@ -221,7 +234,14 @@ def save_training_state(
     with _quiet_single_process():
         if asynchronous:
             return dcp.async_save(state, checkpoint_id=target, process_group=process_group, no_dist=_no_dist())
-        dcp.save(state, checkpoint_id=target, no_dist=_no_dist())
+        try:
+            dcp.save(state, checkpoint_id=target, no_dist=_no_dist())
+        except CheckpointException as error:
+            cause = _first_failure(error)
+            if isinstance(cause, OSError):  # no space, read-only, permission: the OS's own error, with its path
+                raise OSError(cause.errno, cause.strerror, cause.filename or str(target)) from error
+            raise CheckpointError(f"{target}: writing failed ({type(cause).__name__}: {_first_line(cause)})") \
+                from error
     return None
 
 
@@ -255,7 +275,9 @@ def load_training_state(checkpoint: str | Path, parts: TrainingParts) -> None:
             optim_state_dict=state["optimizer"],
             options=StateDictOptions(strict=False),
         )
-    except (CheckpointException, RuntimeError, KeyError, ValueError) as error:
+    except CheckpointException as error:
+        raise _dcp_error(directory, error, f"does not fit {model_name} and its optimizer") from error
+    except (RuntimeError, KeyError, ValueError) as error:
         raise CheckpointError(f"{directory} does not fit {model_name} and its optimizer: {error}") from error
     names = {id(p): n for n, p in parts.model.named_parameters()}
     for param in list(parts.optimizer.state):
@@ -277,8 +299,11 @@ def load_checkpoint_weights(checkpoint: str | Path, *, ema: bool = False) -> dic
     if ema and not parts["ema"]:
         raise CheckpointError(f"{directory} holds no EMA weights (the run was trained without EMA)")
     wanted = {"model": parts["model"], **({"ema": parts["ema"]} if ema else {})}
-    with _quiet_single_process():
-        dcp.load(wanted, checkpoint_id=directory, no_dist=True)
+    try:
+        with _quiet_single_process():
+            dcp.load(wanted, checkpoint_id=directory, no_dist=True)
+    except CheckpointException as error:
+        raise _dcp_error(directory, error, "cannot be loaded") from error
     weights = parts["model"]
     if ema:
         weights.update({n: t.to(weights[n].dtype) for n, t in parts["ema"].items()})
@@ -320,7 +345,33 @@ def _quiet_single_process() -> Iterator[None]:
 def _read_metadata(directory: Path) -> Any:
     if not (directory / ".metadata").is_file():
         raise CheckpointError(f"{directory} is not a torch.distributed.checkpoint directory (no .metadata)")
-    return FileSystemReader(directory).read_metadata()
+    try:
+        return FileSystemReader(directory).read_metadata()
+    except Exception as error:  # a truncated or garbage pickle raises EOFError, UnpicklingError, ...
+        raise DamagedCheckpointError(
+            f"{directory / '.metadata'} cannot be read ({_first_line(error)}): the checkpoint is damaged"
+        ) from error
+
+
+def _dcp_error(directory: Path, error: CheckpointException, mismatch: str) -> CheckpointError:
+    """DCP's per-process failures as one error: shards that cannot be read (damaged) or a state that does not fit."""
+    first = _first_failure(error)
+    problem = f"{type(first).__name__}: {_first_line(first)}"
+    if isinstance(first, (OSError, EOFError, pickle.UnpicklingError)) or "truncated" in problem.lower():
+        return DamagedCheckpointError(f"{directory}: shards cannot be read ({problem}): the checkpoint is damaged")
+    return CheckpointError(f"{directory} {mismatch}: {problem}")
+
+
+def _first_failure(error: CheckpointException) -> BaseException:
+    """The exception of the first process that failed inside a DCP save or load."""
+    causes = list(error.failures.values())
+    first = causes[0] if causes else error
+    return first[0] if isinstance(first, tuple) else first  # (exception, traceback) in some torch versions
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _saved_keys(directory: Path) -> set[str]:

@@ -83,6 +83,9 @@ class CheckpointConfig:
     keep_last: int = 3  # 0: keep all
     keep_every: int = 0  # additionally keep every checkpoint whose step is a multiple of this (0: none)
     resume: str = "auto"  # "auto": latest complete checkpoint in output_dir, "never", or a checkpoint path
+    # A damaged latest checkpoint under resume=auto (unreadable trainer_state.json or state shards): "fall_back"
+    # reports it by name and resumes from the previous complete one; "stop" refuses to start.
+    on_damaged: str = "fall_back"
     save_on_sigterm: bool = (
         True  # on SIGTERM (cluster pre-emption): finish the step, checkpoint, return from fit
     )
@@ -323,6 +326,8 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> None:
     for name in ("every_steps", "keep_last", "keep_every"):
         if getattr(ckpt, name) < 0:
             problems.append(f"checkpoint.{name} must be >= 0, got {getattr(ckpt, name)}")
+    if ckpt.on_damaged not in ("fall_back", "stop"):
+        problems.append(f"checkpoint.on_damaged must be fall_back or stop, got {ckpt.on_damaged!r}")
     if config.logging.every_steps <= 0:
         problems.append(f"logging.every_steps must be > 0, got {config.logging.every_steps}")
     if config.logging.wandb.mode not in ("online", "offline", "disabled"):
@@ -334,4 +339,4 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> None:
     if config.validation.keep_best and not config.validation.every_steps:
         problems.append(f"validation.keep_best={config.validation.keep_best!r} needs validation.every_steps > 0")
     if problems:
-        raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("invalid training config: " + "; ".join(problems))

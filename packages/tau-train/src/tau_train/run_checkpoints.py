@@ -3,7 +3,10 @@ committing atomically, loading exactly or re-sharded onto another number of proc
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +18,13 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from .checkpoint import (
+    CheckpointError,
+    DamagedCheckpointError,
     TrainingParts,
     begin_checkpoint,
     checkpoint_name,
     checkpoints_dir,
     commit_checkpoint,
-    latest_checkpoint,
     list_checkpoints,
     load_rank_state,
     load_training_state,
@@ -36,6 +40,7 @@ from .checkpoint import (
 from .config import ConfigError, TrainConfig, config_differences, config_to_dict, config_to_yaml
 from .data_stream import DataStream
 from .rng import rng_state, set_rng_state
+from .run_lock import RunLock, RunLockedError
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +79,25 @@ class RunCheckpoints:
         if config.checkpoint.async_save and dist.is_initialized():
             self._group = dist.new_group(backend="gloo")  # DCP's background collectives, off the training group
         self._pending: _PendingSave | None = None
+        self.lock = RunLock(config.output_dir)
+
+    def lock_run(self) -> None:
+        """Take the output_dir's lock on the main process (every process raises RunLockedError when it is held)."""
+        problem = None
+        if self.is_main:
+            try:
+                self.lock.acquire()
+            except RunLockedError as error:
+                problem = error
+        if self.any_process(problem is not None):
+            raise problem or RunLockedError(f"{self.config.output_dir} is locked by another training")
 
     def resume(self) -> tuple[Path | None, int]:
-        """Load the checkpoint `checkpoint.resume` names (default: the latest complete one); return it and its step
-        (None, 0 when starting fresh)."""
+        """Lock the run directory, then load the checkpoint `checkpoint.resume` names (default: the latest complete
+        one; a damaged one is reported and, with `checkpoint.on_damaged=fall_back`, the previous one used); return
+        it and its step (None, 0 when starting fresh)."""
         resume = self.config.checkpoint.resume
+        self.lock_run()
         if self.is_main:
             remove_temporaries(self.root)
         self.accelerator.wait_for_everyone()
@@ -89,10 +108,26 @@ class RunCheckpoints:
                     "use a new output_dir or checkpoint.resume=auto"
                 )
             return None, 0
-        path = latest_checkpoint(self.root) if resume == "auto" else Path(resume)
-        if path is None:
-            return None, 0
-        return path, self.load(path)
+        if resume != "auto":
+            return Path(resume), self.load(Path(resume))
+        damaged = []
+        for _, path in reversed(list_checkpoints(self.root)):
+            try:
+                return path, self.load(path)
+            except DamagedCheckpointError as error:
+                if self.config.checkpoint.on_damaged == "stop":
+                    raise DamagedCheckpointError(
+                        f"{error}; checkpoint.on_damaged=stop: remove {path} or set checkpoint.on_damaged=fall_back "
+                        "to resume from the previous complete checkpoint"
+                    ) from error
+                log.error("%s; resuming from the previous complete checkpoint instead", error)
+                damaged.append(path.name)
+        if damaged:
+            raise CheckpointError(
+                f"every checkpoint in {self.root} is damaged ({', '.join(damaged)}); remove them to start afresh "
+                "or set checkpoint.resume=<path of a good checkpoint>"
+            )
+        return None, 0
 
     def load(self, path: Path) -> int:
         """Restore model, optimizer, scheduler, EMA (re-sharded to this run's processes), and the RNG and loader
@@ -135,9 +170,20 @@ class RunCheckpoints:
         self.finish()
         barrier = self.accelerator.wait_for_everyone
         temp = begin_checkpoint(self.root, step, is_main=self.is_main, barrier=barrier)
-        save_rank_state(temp, self.rank, {"rng": rng_state(), "data": self.data.rank_state()})
-        if self.is_main:
-            write_config(temp, config_to_yaml(self.run_config))
+        try:
+            save_rank_state(temp, self.rank, {"rng": rng_state(), "data": self.data.rank_state()})
+            if self.is_main:
+                write_config(temp, config_to_yaml(self.run_config))
+            future = save_training_state(
+                temp, self.parts, asynchronous=self.config.checkpoint.async_save, process_group=self._group
+            )
+        except (OSError, RuntimeError) as error:  # no space, read-only, ...: free what was written, name the path
+            shutil.rmtree(temp, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise OSError(error.errno, error.strerror, error.filename or str(temp)) from error
+            if _nearly_full(self.root):  # torch's zip writer reports a full disk only as "unexpected pos ..."
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temp)) from error
+            raise
         trainer_state = {
             "step": step,
             "world_size": self.world_size,
@@ -145,9 +191,6 @@ class RunCheckpoints:
             "seed": self.config.seed,
             "versions": run_versions(),
         }
-        future = save_training_state(
-            temp, self.parts, asynchronous=self.config.checkpoint.async_save, process_group=self._group
-        )
         self._pending = _PendingSave(future, temp, trainer_state)
         if future is None:
             self.finish()
@@ -171,3 +214,9 @@ class RunCheckpoints:
             ckpt = self.config.checkpoint
             for removed in prune_checkpoints(self.root, ckpt.keep_last, ckpt.keep_every):
                 log.info("retention: removed %s", removed)
+
+
+def _nearly_full(path: Path) -> bool:
+    """Whether the file system holding `path` has less than 1 MiB left for this user."""
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize < 1 << 20

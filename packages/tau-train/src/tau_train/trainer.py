@@ -30,7 +30,7 @@ from accelerate.utils import DistributedDataParallelKwargs, DistributedType, sen
 from tqdm.auto import tqdm
 
 from .best import BestWeights
-from .checkpoint import TrainingParts, latest_checkpoint
+from .checkpoint import TrainingParts, checkpoint_name, latest_checkpoint
 from .config import ConfigError, TrainConfig, config_to_dict, validate_config
 from .data_stream import DataStream, isolated_rng
 from .ema import EMA
@@ -62,6 +62,20 @@ LoaderFactory = Callable[[LoaderSpec], Iterable[dict]]
 
 class NonFiniteError(FloatingPointError):
     """The loss or the gradient norm became NaN/inf; the weights of that step were not updated."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM paused the run: `checkpoint` holds step `step` of `steps`; running again resumes from it. Apps exit
+    with `EXIT_CODE` (EX_TEMPFAIL) and export nothing as trained."""
+
+    EXIT_CODE = 75
+
+    def __init__(self, checkpoint: Path, step: int, steps: int):
+        super().__init__(
+            f"SIGTERM: paused at step {step} of {steps}; checkpoint {checkpoint} written; run the same command "
+            "again to resume from it"
+        )
+        self.checkpoint, self.step, self.steps = checkpoint, step, steps
 
 
 class Trainer:
@@ -135,7 +149,6 @@ class Trainer:
         self.best = BestWeights(config.output_dir, config.validation.keep_best, is_main=self.is_main) \
             if config.validation.keep_best else None
         self.step = 0
-        self.interrupted = False  # set when fit() returned early on SIGTERM
         self._first_group = self._torch_optimizer.param_groups[0].get("name", "default")
         micro_batch = config.batch_size // (config.gradient_accumulation_steps * self.world_size)
         spec = LoaderSpec(self.rank, self.world_size, micro_batch, config.seed)
@@ -191,11 +204,13 @@ class Trainer:
         """Train until `config.steps`, validating, logging and checkpointing on schedule; return the last metrics.
 
         On SIGTERM (with `checkpoint.save_on_sigterm`) the current step finishes, a checkpoint is written and fit
-        returns early with `self.interrupted` set.
+        raises TrainingInterrupted (the run is paused, not finished). The output_dir stays locked until fit ends.
         """
         config = self.config
         metrics: dict[str, float] = {}
+        self.checkpoints.lock_run()
         with ExitStack() as stack:
+            stack.callback(self.checkpoints.lock.release)
             logger = None
             if self.is_main:
                 run_config = config_to_dict(self.run_config)
@@ -234,11 +249,12 @@ class Trainer:
                     loss=f"{metrics['train/loss']:.4g}", lr=f"{metrics['lr/' + self._first_group]:.3g}"
                 )
                 if self._any_process(sigterm.received):
+                    path = self.checkpoints.root / checkpoint_name(self.step)
                     if not saved:
-                        self.save()
+                        path = self.save()
+                    self.checkpoints.finish()
                     log.warning("SIGTERM received: checkpoint of step %d written, stopping", self.step)
-                    self.interrupted = True
-                    break
+                    raise TrainingInterrupted(path, self.step, config.steps)
             self.checkpoints.finish()
         if self.is_main and config.logging.plots:
             plot_metrics(self.output_dir / METRICS_FILE, self.output_dir / "plots")

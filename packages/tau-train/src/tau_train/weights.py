@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -36,6 +37,9 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
         for n, t in unique.items()
     }
     save_file(unique, str(path), metadata={"aliases": json.dumps(aliases)})
+    mask = os.umask(0)  # safetensors writes 0600; give it the mode open() gives under the umask (group-readable)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
