@@ -114,7 +114,11 @@ def test_actions_are_osc_pose_deltas_with_gripper_minus_one_open(env):
     assert controller.name == "OSC_POSE" and controller.use_delta and env._env.env.control_freq == 20
     np.testing.assert_allclose(controller.output_max, [0.05] * 3 + [0.5] * 3)
     np.testing.assert_allclose(controller.output_min, [-0.05] * 3 + [-0.5] * 3)
-    assert env.action_space.shape == (7,) and env.action_space.low.min() == -1 and env.action_space.high.max() == 1
+    assert (
+        env.action_space.shape == (7,)
+        and env.action_space.low.min() == -1
+        and env.action_space.high.max() == 1
+    )
     before = Rotation.from_quat(env.raw_obs["robot0_eef_quat"])
     for _ in range(4):
         env.step(np.array([0, 0, 0, 0, 0, 0.4, -1]))  # rotate about world +z

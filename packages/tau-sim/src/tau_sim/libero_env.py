@@ -31,7 +31,7 @@ MAX_EPISODE_STEPS: dict[str, int] = {
     "libero_10": 520,
     "libero_90": 400,
 }
-NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # openpi's LIBERO_DUMMY_ACTION: still, gripper open
+NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # openpi LIBERO_DUMMY_ACTION: still, open
 NUM_STEPS_WAIT = 10  # openpi's num_steps_wait: settle steps "to wait for objects to stabilize"
 CAMERAS: tuple[str, ...] = ("agentview", "robot0_eye_in_hand")
 INSTALL_HINT = (

@@ -60,7 +60,11 @@ class ReferenceTask:
 
 
 def make_reference_task(
-    suite: str, task_index: int, resolution: int = LIBERO_ENV_RESOLUTION, seed: int = OPENPI_SEED, **env_args: Any
+    suite: str,
+    task_index: int,
+    resolution: int = LIBERO_ENV_RESOLUTION,
+    seed: int = OPENPI_SEED,
+    **env_args: Any,
 ) -> ReferenceTask:
     """openpi's env for one task: `OffScreenRenderEnv(bddl_file_name, camera_heights, camera_widths)` (LIBERO's
     defaults otherwise, unless `env_args` says), `env.seed(seed)`."""
