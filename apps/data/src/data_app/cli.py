@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -74,9 +75,12 @@ def stats_command(dataset: str) -> None:
 @click.option("--layout", default=None, type=click.Choice(LAYOUTS),
               help="Tabletop scene layout: 'fixed' (default) keeps each colour in its slot, 'slots' shuffles them, "
                    "'uniform' places everything anywhere.")
+@click.option("--fast-render", is_flag=True,
+              help="LIBERO: render without MSAA and reflections (2-3x cheaper on CPU, edges differ slightly).")
+@click.option("--successes-only", is_flag=True, help="Write only the episodes the expert solved.")
 def generate_command(output: str, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
                      action_noise: float, mistake_rate: float, image_size: int | None, max_steps: int | None,
-                     layout: str | None) -> None:
+                     layout: str | None, fast_render: bool, successes_only: bool) -> None:
     """Write scripted tau-sim demonstrations (successes and failures) as a LeRobot v3.0 dataset."""
     if Path(output).exists():
         raise click.ClickException(f"{output} already exists; choose a new folder")
@@ -86,8 +90,12 @@ def generate_command(output: str, suite: str, tasks: str | None, episodes_per_ta
         raise click.ClickException(str(error)) from error
     options = (("image_size", image_size), ("max_episode_steps", max_steps), ("layout", layout))
     env_kwargs = {k: v for k, v in options if v is not None}
+    if fast_render:
+        if not all(task.startswith("libero") for task in task_ids):
+            raise click.ClickException("--fast-render applies to LIBERO tasks only")
+        env_kwargs["fast_render"] = True
     summary = write_demo_dataset(output, task_ids, episodes_per_task, seed, ExpertConfig(action_noise, mistake_rate),
-                                 env_kwargs)
+                                 env_kwargs, successes_only)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"dataset written to {output}")
 
@@ -139,12 +147,23 @@ def fit_fast_command(dataset: str, output: str, chunk_size: int, max_action_dim:
 
 
 def write_demo_dataset(output: str | Path, task_ids: list[str], episodes_per_task: int, seed: int,
-                       expert: ExpertConfig, env_kwargs: dict) -> dict:
+                       expert: ExpertConfig, env_kwargs: dict, successes_only: bool = False) -> dict:
     """Run the scripted expert on every task and write the episodes (with the success and intervention labels RECAP
-    reads) as one dataset."""
+    reads) as one dataset; with `successes_only` the failed ones are dropped (the summary's "generated" counts
+    them)."""
+    generated = 0
+
+    def kept(episodes: Iterable) -> Iterator:
+        nonlocal generated
+        for episode in episodes:
+            generated += 1
+            if episode.success or not successes_only:
+                yield episode
+
     try:
         episodes = generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert, env_kwargs=env_kwargs)
-        return record_episodes(episodes, output, robot_type=ROBOT_TYPE, extras=episode_labels)
+        record = record_episodes(kept(episodes), output, robot_type=ROBOT_TYPE, extras=episode_labels)
+        return {**record, "generated": generated}
     except (KeyError, ValueError) as error:
         raise click.ClickException(str(error)) from error
 

