@@ -48,6 +48,7 @@ from tau_rl import (  # noqa: E402
     recap_columns,
     run_recap,
 )
+from tau_rl import seeds  # noqa: E402
 from tau_rl.confidence import wilson_interval  # noqa: E402
 from tau_rl.recap import markdown_table  # noqa: E402
 from tau_rl.rollouts import ROBOT_TYPE  # noqa: E402
@@ -168,7 +169,7 @@ def main() -> None:
 def _evaluate(config: RecapConfig, folder: Path, weight: float) -> str:
     """One markdown row tail: success, 95% CI and episodes of the policy in `folder` on the RECAP eval seeds."""
     settings = dataclasses.replace(eval_config(config), use_async=False, videos_per_task=0)
-    policy = SimPolicy(Policy(PolicyBundle.load(folder)), guidance_weight=weight, seed=config.seed + 7)
+    policy = SimPolicy(Policy(PolicyBundle.load(folder)), guidance_weight=weight, seed=seeds.evaluation(config))
     overall = evaluate(policy, config.tasks, settings)["overall"]
     lo, hi = wilson_interval(overall["successes"], overall["completed"])
     return f"{overall['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {overall['completed']} |"
@@ -189,7 +190,7 @@ def bc_control(config: RecapConfig) -> None:
         if not (folder / "policy" / "bundle.json").is_file():
             bundle = PolicyBundle.load(previous)
             model, _, _ = behaviour_clone(config, layout, bundle.model, config.policy.finetune, folder / "train",
-                                          config.seed + 100 + k, bundle.normalizer)
+                                          seeds.policy_training(config, k), bundle.normalizer)
             provenance = Provenance(source=str(previous), step=config.policy.finetune.steps)
             dataclasses.replace(bundle, model=model, provenance=provenance).save(folder / "policy")
         steps = k * config.policy.finetune.steps

@@ -46,7 +46,7 @@ def test_labelled_mixture_attaches_labels_by_member_and_row(synthetic):
 
 
 def test_group_weights_give_the_demonstrations_and_the_positive_frames_their_shares():
-    from tau_rl.stages import group_weights
+    from tau_rl.sampling_weights import group_weights
 
     # groups: demo positive, demo negative, rollout positive, rollout negative
     frames, demo, positive = [100, 300, 200, 800], [True, True, False, False], [True, False, True, False]

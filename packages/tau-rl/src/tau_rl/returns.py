@@ -49,6 +49,15 @@ def recap_columns(episode: Any, failure_penalty: float) -> dict[str, np.ndarray]
     return {"reward": rewards, **episode_labels(episode)}
 
 
+def frame_rewards(episode_index: np.ndarray, success: np.ndarray, config: ReturnConfig) -> np.ndarray:
+    """Normalised per-step reward of every frame of a flat frame table (`success` per frame, the episode's label):
+    the rewards whose n-step sums the advantages use, on the scale of `frame_returns`."""
+    success = np.asarray(success, dtype=bool).reshape(-1)
+    rewards = [episode_rewards(stop - start, bool(success[start]), config.failure_penalty)
+               for start, stop in episode_bounds(episode_index)]
+    return (np.concatenate(rewards) if rewards else np.zeros(0)) / config.normaliser
+
+
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:
     """Undiscounted return from each step to the end of the episode: G_t = sum_{k>=t} r_k."""
     return np.cumsum(np.asarray(rewards, dtype=np.float64)[::-1])[::-1].copy()

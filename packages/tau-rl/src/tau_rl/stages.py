@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tau_data.mixture import DatasetSpec, MixtureConfig, MixtureDataset
 from tau_data.normalize import Normalizer
-from tau_models import PiConfig, PiModel, SampleTokenizer, ValueModel
+from tau_models import PiConfig, PiModel, ValueModel
 from tau_policy import Policy, PolicyBundle, Provenance, SimPolicy, read_layouts, read_model_config, record_episodes
 from tau_sim import EvalConfig, evaluate
-from tqdm import tqdm
 
+from tau_rl import seeds
 from tau_rl.advantage_table import AdvantageTable
 from tau_rl.advantages import n_step_advantages
 from tau_rl.conditioning import advantage_labels
@@ -31,11 +30,13 @@ from tau_rl.config import RecapConfig, TrainingSettings
 from tau_rl.layout import IterationFolder, RunLayout, discard, write_json_atomic
 from tau_rl.models import load_policy, new_policy, new_value_model, with_conditioning
 from tau_rl.plots import plot_advantage_histogram, plot_value_calibration
-from tau_rl.returns import episode_bounds, episode_rewards, frame_returns, recap_columns
+from tau_rl.returns import frame_returns, frame_rewards, recap_columns
 from tau_rl.rollouts import ROBOT_TYPE, collect_rollouts
+from tau_rl.sampling_weights import group_weights
 from tau_rl.threshold import choose_threshold
 from tau_rl.training import train
 from tau_rl.training_data import FrameGroups, LabelledMixture, frame_labels
+from tau_rl.value_inference import predict_values
 
 
 @dataclass(frozen=True)
@@ -65,29 +66,6 @@ def build_mixture(config: RecapConfig, pc: PiConfig, items: list[Source],
                                    max_state_dim=pc.max_state_dim, max_action_dim=pc.max_action_dim,
                                    chunk_size=pc.chunk_size)
     return MixtureDataset(mixture_config, normalizer)
-
-
-def group_weights(frames: list[int], demo: list[bool], positive: list[bool], demo_fraction: float | None,
-                  positive_fraction: float | None) -> list[float]:
-    """Sampling weights of groups of frames (the positive and the negative frames of each source): demonstrations
-    get `demo_fraction` of the samples and, within the demonstrations and within the rollouts alike, positive frames
-    get `positive_fraction`; each share is spread over its frames (None, or an empty side: by frames)."""
-    demo, positive = np.asarray(demo, dtype=bool), np.asarray(positive, dtype=bool)
-    weights = _share(np.asarray(frames, dtype=np.float64), demo, demo_fraction)
-    for part in (demo, ~demo):
-        total = weights[part].sum()
-        if total > 0:
-            weights[part] = total * _share(weights[part], positive[part], positive_fraction)
-    return weights.tolist()
-
-
-def _share(weights: np.ndarray, inside: np.ndarray, fraction: float | None) -> np.ndarray:
-    """`weights` rescaled to sum to 1 with `fraction` of it on the `inside` entries (unchanged when no fraction is
-    set or one side has no weight)."""
-    inner, outer = weights[inside].sum(), weights[~inside].sum()
-    if fraction is None or inner == 0 or outer == 0:
-        return weights / max(inner + outer, 1e-300)
-    return np.where(inside, weights * fraction / inner, weights * (1.0 - fraction) / outer)
 
 
 def _labels(mixture: MixtureDataset, items: list[Source]) -> list[dict[str, np.ndarray]]:
@@ -165,7 +143,7 @@ def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
     model = load_policy(pc.checkpoint, pc.overrides) if pc.checkpoint else new_policy(pc.preset, pc.overrides)
     normalizer = checkpoint_normalizer(pc.checkpoint)
     if pc.sft.steps > 0:
-        model, mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", config.seed,
+        model, mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", seeds.initial_training(config),
                                                   normalizer)
     else:
         mixture, metrics = demo_mixture(config, layout, model.config, normalizer), {}
@@ -178,7 +156,7 @@ def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
 def evaluate_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
     """Success of the folder's policy on the fixed evaluation seeds (tau-sim), with a 95% Wilson interval."""
     _clear(folder.eval)
-    policy = load_acting_policy(config, folder.policy, seed=config.seed + 7, trained_conditioned=folder.index > 0
+    policy = load_acting_policy(config, folder.policy, seed=seeds.evaluation(config), trained_conditioned=folder.index > 0
                                 and config.policy.mode == "conditioned")
     summary = evaluate(policy, config.tasks, eval_config(config), output_dir=folder.eval)
     overall = summary["overall"]
@@ -196,10 +174,9 @@ def collect(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> 
     """Roll out the previous iteration's policy (the initial one in iteration 1) on fresh seeds."""
     _clear(folder.rollouts)
     previous = folder.index - 1
-    policy = load_acting_policy(config, _policy_folder(layout, previous), seed=config.seed + folder.index,
+    policy = load_acting_policy(config, _policy_folder(layout, previous), seed=seeds.collection_policy(config, folder.index),
                                 trained_conditioned=previous > 0 and config.policy.mode == "conditioned")
-    collect_config = dataclasses.replace(
-        config.collect, seed=config.collect.seed + previous * config.collect.episodes_per_task)
+    collect_config = dataclasses.replace(config.collect, seed=seeds.collection_episodes(config, folder.index))
     episodes = collect_rollouts(policy, config.tasks, collect_config, config.env_kwargs)
     columns = functools.partial(recap_columns, failure_penalty=config.returns.failure_penalty)
     record = record_episodes(episodes, folder.rollouts, robot_type=ROBOT_TYPE, extras=columns)
@@ -230,35 +207,9 @@ def fit_value(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -
     mixture = build_mixture(config, read_model_config(layout.init.policy), items, normalizer)
     returns = [_returns(config, labels).astype(np.float32) for labels in _labels(mixture, items)]
     metrics = train(model, LabelledMixture(mixture, {"return": returns}), vc.train, folder.value / "train",
-                    config.seed + folder.index)
+                    seeds.value_training(config, folder.index))
     model.save_pretrained(folder.value / "model")
     return {"frames": len(mixture), "train": metrics}
-
-
-@torch.no_grad()
-def predict_values(model: ValueModel, mixture: MixtureDataset, member: int, batch_size: int) -> np.ndarray:
-    """The value model's expected value of every frame of one mixture member, in reader order."""
-    model.eval()
-    rows = _MemberRows(mixture, member, SampleTokenizer(model.config))
-    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=False)
-    values = [model.predict_value(batch).cpu().numpy() for batch in tqdm(loader, desc=f"values {member}",
-                                                                         unit="batch", leave=False)]
-    return np.concatenate(values).astype(np.float64)
-
-
-class _MemberRows(torch.utils.data.Dataset):
-    """The frames of one mixture member in reader order, tokenized for the value model."""
-
-    def __init__(self, mixture: MixtureDataset, member: int, tokenize: SampleTokenizer) -> None:
-        self.mixture, self.member, self.tokenize = mixture, member, tokenize
-
-    def __len__(self) -> int:
-        return len(self.mixture.members[self.member])
-
-    def __getitem__(self, row: int) -> dict[str, Any]:
-        sample = self.mixture[(self.member, row)]
-        return self.tokenize({"images": sample["images"], "image_mask": sample["image_mask"],
-                              "state": sample["state"], "prompt": sample["prompt"]})
 
 
 def compute_advantages(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
@@ -271,10 +222,7 @@ def compute_advantages(config: RecapConfig, layout: RunLayout, folder: Iteration
     mixture = build_mixture(config, read_model_config(layout.init.policy), items, normalizer)
     per_source = []
     for d, labels in enumerate(_labels(mixture, items)):
-        rewards = np.concatenate([episode_rewards(stop - start, bool(labels["success"][start]),
-                                                  config.returns.failure_penalty)
-                                  for start, stop in episode_bounds(labels["episode_index"])])
-        rewards = rewards / config.returns.normaliser
+        rewards = frame_rewards(labels["episode_index"], labels["success"], config.returns)
         values = predict_values(model, mixture, d, config.value.predict_batch_size)
         advantages = n_step_advantages(values, rewards, labels["episode_index"], config.advantages.lookahead)
         per_source.append({**labels, "row": np.arange(len(values)), "reward": rewards,
@@ -324,7 +272,7 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
     weights = group_weights([len(rows) for _, rows in groups], [items[d].demo for d, _ in groups], group_positive,
                             pc.demo_fraction, pc.positive_sample_fraction)
     dataset = FrameGroups(LabelledMixture(mixture, {"advantage_positive": positive}), groups, weights)
-    metrics = train(model, dataset, pc.finetune, out / "train", config.seed + 100 + folder.index)
+    metrics = train(model, dataset, pc.finetune, out / "train", seeds.policy_training(config, folder.index))
     dataclasses.replace(bundle, model=model, provenance=Provenance(source=str(start), step=pc.finetune.steps)).save(out)
     sampled = sum(w for w, label in zip(weights, group_positive) if label) / sum(weights)
     return {"frames": len(mixture), "positive_fraction": float(np.concatenate(positive).mean()),
