@@ -1,12 +1,11 @@
-"""Failure paths of a run: a damaged latest checkpoint (fall back or stop), a locked run directory, SIGTERM as a
-pause, the OS refusing writes (no space, read-only) and the mode of written files."""
+"""Failure paths of a run: a damaged latest checkpoint (fall back or stop), a locked run directory, the OS refusing
+writes (no space, read-only) and the mode of written files. SIGTERM as a pause: test_resume.py."""
 
 import errno
 import json
 import logging
 import os
 import pathlib
-import signal
 import subprocess
 import time
 
@@ -21,7 +20,6 @@ from tau_train import (
     DamagedCheckpointError,
     RunLockedError,
     Trainer,
-    TrainingInterrupted,
     export_weights,
     latest_checkpoint,
     list_checkpoints,
@@ -151,19 +149,6 @@ def test_lock_held_by_another_process(tmp_path):
         child.kill()
         child.wait()
     make_trainer(tmp_path, "steps=50")  # a killed holder leaves no stale lock
-
-
-def test_sigterm_is_a_pause_with_a_distinct_exit_code(tmp_path):
-    child = subprocess.Popen(toy_command(tmp_path, "--forward-delay", "0.05"), env=toy_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while max(read_metrics(tmp_path / "metrics.jsonl"), default=0) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    child.send_signal(signal.SIGTERM)
-    _, stderr = child.communicate(timeout=120)
-    assert child.returncode == TrainingInterrupted.EXIT_CODE, stderr
-    stopped = latest_checkpoint(tmp_path / "checkpoints")
-    assert f"checkpoint {stopped} written" in stderr and "run the same command again" in stderr
 
 
 @pytest.fixture

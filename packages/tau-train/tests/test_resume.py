@@ -122,7 +122,9 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path, refe
     assert "SIGTERM received" in stderr
     stopped_at = max(read_metrics(tmp_path / "metrics.jsonl"))
     assert 2 <= stopped_at < 10
-    assert latest_checkpoint(tmp_path / "checkpoints").name == f"step_{stopped_at:09d}"
+    stopped = latest_checkpoint(tmp_path / "checkpoints")
+    assert stopped.name == f"step_{stopped_at:09d}"
+    assert f"checkpoint {stopped} written" in stderr and "run the same command again" in stderr  # a pause
 
     resumed = run_toy(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
