@@ -11,19 +11,14 @@ import pytest
 import serve_app.cli
 import yaml
 from tau_data import LeRobotDataset
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from cli_invoke import invoke
 from data_app.cli import main as data_main
 from eval_app.cli import main as eval_main
 from rl_app.cli import main as rl_main
 from train_app.cli import main as train_main
 
 TASK = "tabletop/push_red_to_target"
-
-
-def invoke(command, args: list[str]) -> Result:
-    result = CliRunner().invoke(command, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner, Result
+from cli_invoke import invoke
 from data_app.cli import main as data_main
 from eval_app.cli import main as eval_main
 from tau_data import DatasetSpec, MixtureConfig, MixtureDataset, normalized_action_chunks
@@ -17,12 +17,6 @@ from train_app.cli import main as train_main
 
 TASK = "tabletop/push_red_to_target"
 CHUNK, ACTION_DIM = 5, 4
-
-
-def invoke(command, args: list[str]) -> Result:
-    result = CliRunner().invoke(command, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

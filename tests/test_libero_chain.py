@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from cli_invoke import invoke
 from data_app.cli import main as data_main
 from eval_app.cli import main as eval_main
 from tau_data import LeRobotDataset
@@ -16,12 +17,6 @@ from train_app.cli import main as train_main
 pytestmark = pytest.mark.libero
 TASK = "libero_object/0"  # "pick up the alphabet soup and place it in the basket": the expert solves it
 RENDER = ["--image-size", "32", "--fast-render"]
-
-
-def invoke(command, args: list[str]) -> Result:
-    result = CliRunner().invoke(command, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
