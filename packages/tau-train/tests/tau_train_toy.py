@@ -149,6 +149,7 @@ def main() -> None:
     except TrainingInterrupted as paused:
         print(paused, file=sys.stderr)
         sys.exit(TrainingInterrupted.EXIT_CODE)
+    trainer.close()
 
 
 def _kill_inside_save(step: int) -> None:

@@ -122,6 +122,7 @@ def train(config: TrainAppConfig) -> Path:
     folder = Path(config.train.output_dir) / "policy"
     if trainer.accelerator.is_main_process:
         export_policy(config, trainer, dataset, tokenizer).save(folder)
+    trainer.close()
     return folder
 
 
