@@ -14,7 +14,8 @@ from tau_models.gemma import additive_mask
 from tau_models.tokenizer import EOS_ID, PAD_ID, PROMPT
 
 if TYPE_CHECKING:
-    from tau_models.pi0 import PiModel, Prefix
+    from tau_models.pi0 import PiModel
+    from tau_models.prefix import Prefix
 
 
 def greedy_decode(

@@ -10,11 +10,9 @@ same computation as one joint pass; it is also what makes knowledge insulation a
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,21 +20,23 @@ from torch import nn
 from tau_models.attention_masks import suffix_attention
 from tau_models.backbone import PaliGemmaBackbone
 from tau_models.config import PiConfig
-from tau_models.decoding import append_tokens, decode_fast, greedy_decode
+from tau_models.decoding import append_tokens, decode_fast
 from tau_models.fast import FastTokenizer, check_fast_fits
 from tau_models.flow import (
     action_loss_mask,
-    guided_velocity,
     masked_mean,
     noisy_actions,
     sample_time,
     time_embedding,
 )
+from tau_models.fast_head import SeparateFastHead
 from tau_models.gemma import AdaRMSNorm, GemmaTower, KVCache, additive_mask
 from tau_models.images import resize_with_pad, to_model_range
+from tau_models.prefix import Prefix
 from tau_models.rtc import ActionPrefix, training_prefix
-from tau_models.sample import UNCOND_PREFIX, batch_tokens, trim_token_padding
-from tau_models.tokenizer import EOS_ID, FAST, MARKER, PROMPT, RESPONSE
+from tau_models.sample import UNCOND_PREFIX, batch_tokens, check_finite, require_keys, trim_token_padding
+from tau_models.sampling import decode_responses, sample_actions
+from tau_models.tokenizer import FAST, PROMPT, RESPONSE
 
 
 # Modules of the action-expert side besides the expert tower (those the variant has).
@@ -49,30 +49,6 @@ EXPERT_SIDE = (
     "action_time_mlp_in",
     "action_time_mlp_out",
 )
-
-
-@dataclass
-class Prefix:
-    """Prefix embeddings with their pad mask and the segment kind of each position (images/state count as PROMPT)."""
-
-    embs: torch.Tensor  # (B, P, W)
-    pad: torch.Tensor  # (B, P) bool
-    kind: torch.Tensor  # (B, P) int64: PROMPT, RESPONSE or FAST
-    tokens: torch.Tensor  # (B, L) token ids of the text part (the last L prefix positions)
-
-    @property
-    def flags(self) -> torch.Tensor:
-        """Block flags: response and FAST tokens are causal (each starts a block), the rest bidirectional."""
-        return self.kind != PROMPT
-
-    @property
-    def visible(self) -> torch.Tensor:
-        """Real tokens the action expert may attend to: everything but FAST tokens and their marker."""
-        return self.pad & (self.kind != FAST) & (self.kind != MARKER)
-
-    def without_fast(self) -> Prefix:
-        """The prefix with its FAST tokens (the target actions of a training sample) masked out, for inference."""
-        return Prefix(embs=self.embs, pad=self.pad & (self.kind != FAST), kind=self.kind, tokens=self.tokens)
 
 
 class PiModel(nn.Module):
@@ -165,7 +141,7 @@ class PiModel(nn.Module):
         images = batch["images"]
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"batch['images'] must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
-        _check_finite(images, "images")
+        check_finite(images, "images")
         images = to_model_range(resize_with_pad(images.float(), self.config.vision.image_size))
         mask = batch.get("image_mask")
         if mask is None:
@@ -216,14 +192,8 @@ class PiModel(nn.Module):
             state = None if state is None else torch.cat([state, state])
         tokens, pad, kind = trim_token_padding(tokens, pad, kind)
         dev = images.device
-        return self.embed_prefix(
-            images,
-            image_mask.to(dev),
-            tokens.to(dev),
-            pad.to(dev),
-            None if kind is None else kind.to(dev),
-            None if state is None else state.to(dev),
-        )
+        return self.embed_prefix(images, image_mask.to(dev), tokens.to(dev), pad.to(dev),
+                                 None if kind is None else kind.to(dev), None if state is None else state.to(dev))
 
     def embed_token_ids(self, tokens: torch.Tensor, kind: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings (text scaled by sqrt(width)); FAST ids through the separate FAST embedding when the
@@ -281,14 +251,8 @@ class PiModel(nn.Module):
         state_flag = torch.ones(b, 1, dtype=torch.bool, device=actions.device)
         return torch.cat([state_tok, actions], dim=1), torch.cat([state_flag, flags], dim=1), None
 
-    def velocity(
-        self,
-        kv: KVCache,
-        prefix_visible: torch.Tensor,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        state: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def velocity(self, kv: KVCache, prefix_visible: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 state: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted velocity (B, T, D) of the noisy chunk x_t at time t, attending to the cached prefix."""
         embs, flags, cond = self.embed_suffix(x_t, t, state)
         pad = torch.ones_like(flags)
@@ -306,14 +270,8 @@ class PiModel(nn.Module):
         return kv
 
     # ------------------------------------------------------------------ training
-    def flow_loss_per_element(
-        self,
-        prefix: Prefix,
-        actions: torch.Tensor,
-        noise: torch.Tensor,
-        t: torch.Tensor,
-        state: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def flow_loss_per_element(self, prefix: Prefix, actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                              state: torch.Tensor | None = None) -> torch.Tensor:
         """(u - v)^2 per element (B, T, D), unmasked (LeRobot's PI05Pytorch.forward output)."""
         _, kv = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=True)
         x_t, u = noisy_actions(actions.float(), noise.float(), t.float())
@@ -326,14 +284,14 @@ class PiModel(nn.Module):
         """Training losses on a tokenized standard batch: flow matching (+ FAST / response cross-entropy on the
         FAST / response token ids SampleTokenizer put in the batch), weighted into "loss"."""
         cfg = self.config
-        _require(batch, ("images", "state", "actions"))
+        require_keys(batch, ("images", "state", "actions"))
         actions = batch["actions"].float()
         b, horizon, dim = actions.shape
         if (horizon, dim) != (cfg.chunk_size, cfg.max_action_dim):
             raise ValueError(
                 f"batch['actions'] has shape {tuple(actions.shape)}, expected (B, {cfg.chunk_size}, {cfg.max_action_dim})"
             )
-        _check_finite(actions, "actions")
+        check_finite(actions, "actions")
         dev = actions.device
         prefix = self.prefix_from_batch(batch)
         train_response = cfg.response_loss_weight > 0
@@ -377,8 +335,7 @@ class PiModel(nn.Module):
             return hidden.sum() * 0.0
         return F.cross_entropy(logits, ids[:, 1:][targets_mask])
 
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
+    # ------------------------------------------------------------------ inference (tau_models.sampling)
     def sample_actions(
         self,
         batch: dict[str, Any],
@@ -401,55 +358,7 @@ class PiModel(nn.Module):
         for rtc_max_delay > 0 models, "prefix" conditioning; the frozen positions of the result are the prefix).
         Dropout follows the module mode: call model.eval() for inference.
         """
-        cfg = self.config
-        _require(batch, ("images", "state"))
-        b = batch["images"].shape[0]
-        guided = guidance_weight is not None
-        if guided and not cfg.advantage_conditioning:
-            raise ValueError("guidance_weight needs a model trained with advantage_conditioning=True")
-        prefix = self.prefix_from_batch(batch, guidance=guided).without_fast()
-        if predict_response:
-            rows = [[*ids, EOS_ID] for ids in self._decode_responses(prefix)]
-            prefix = self.extend_prefix(prefix, rows, RESPONSE)
-        state = batch["state"].float().to(prefix.embs.device)
-        if guided:
-            state = torch.cat([state, state])
-        if mode == "fast":
-            fast_ids = self.generate_fast_tokens(prefix)[:b]
-            chunks = self.fast_tokenizer.decode(
-                fast_ids, time_horizon=cfg.chunk_size, action_dim=cfg.max_action_dim
-            )
-            return torch.as_tensor(np.asarray(chunks), dtype=torch.float32, device=prefix.embs.device)
-        if mode != "flow":
-            raise ValueError(f"mode must be 'flow' or 'fast', got {mode!r}")
-        rtc = action_prefix
-        if rtc is not None and rtc.mode == "prefix" and rtc.frozen > cfg.rtc_max_delay:
-            raise ValueError(f"a 'prefix' of {rtc.frozen} frozen actions needs a model trained with "
-                             f"rtc_max_delay >= {rtc.frozen} (this one: {cfg.rtc_max_delay}); use 'inpaint'")
-        _, kv = self.backbone.run_prefix(prefix.embs, prefix.pad, prefix.flags, kv_only=True)
-        steps = num_steps or cfg.num_inference_steps
-        dev = prefix.embs.device
-        x = (
-            torch.randn(b, cfg.chunk_size, cfg.max_action_dim, device=dev)
-            if noise is None
-            else noise.float().to(dev)
-        )
-        dt = -1.0 / steps
-        for k in range(steps):
-            t = torch.full((x.shape[0],), 1.0 + k * dt, dtype=torch.float32, device=dev)
-            v = self._velocity(kv, prefix, x, t, state, guidance_weight) if rtc is None else rtc.velocity(
-                lambda x_, t_: self._velocity(kv, prefix, x_, t_, state, guidance_weight), x, t)
-            x = x + dt * v
-        return x if rtc is None else rtc.clamp(x)
-
-    def _velocity(self, kv: KVCache, context: Prefix, x: torch.Tensor, t: torch.Tensor,
-                  state: torch.Tensor, guidance_weight: float | None) -> torch.Tensor:
-        """One sampling step's velocity; with classifier-free guidance the batch runs twice (conditioned first)."""
-        if guidance_weight is None:
-            return self.velocity(kv, context.visible, x, t, state)
-        b = x.shape[0]
-        v2 = self.velocity(kv, context.visible, torch.cat([x, x]), torch.cat([t, t]), state)
-        return guided_velocity(v2[b:], v2[:b], guidance_weight)
+        return sample_actions(self, batch, noise, num_steps, mode, guidance_weight, predict_response, action_prefix)
 
     @torch.no_grad()
     def generate_fast_tokens(self, prefix: Prefix) -> list[list[int]]:
@@ -460,44 +369,7 @@ class PiModel(nn.Module):
     def generate_responses(self, batch: dict[str, Any]) -> list[list[int]]:
         """Greedy KV-cached decoding of the response / subtask text after the prompt; token ids without <eos>
         (SampleTokenizer.prompt_tokenizer.decode turns them into text)."""
-        return self._decode_responses(self.prefix_from_batch(batch).without_fast())
-
-    def _decode_responses(self, prefix: Prefix) -> list[list[int]]:
-        return greedy_decode(
-            self, prefix, self.config.response_max_tokens, self.backbone.logits, self.backbone.embed_tokens
-        )
-
-
-def _check_finite(tensor: torch.Tensor, name: str) -> None:
-    """Reject NaN / inf CPU inputs with the batch key named. Tensors on an accelerator are not checked: the check
-    would wait for the device every step (SampleTokenizer checks state and FAST actions on the CPU)."""
-    if tensor.device.type == "cpu" and not torch.isfinite(tensor).all():
-        raise ValueError(f"batch['{name}'] contains NaN or inf")
-
-
-def _require(batch: dict[str, Any], keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if k not in batch]
-    if missing:
-        raise KeyError(
-            f"batch is missing {missing}; a standard batch has images, image_mask, state, state_dim, "
-            f"actions, action_dim, action_is_pad, prompt and the SampleTokenizer's tokens / token_pad / token_kind"
-        )
-
-
-class SeparateFastHead(nn.Module):
-    """OpenTau's FAST branch: an own embedding of the FAST ids (not scaled by sqrt(width); id 0 is padding) and a
-    linear head scoring them from the VLM's final-norm output, computed in float32."""
-
-    def __init__(self, fast_vocab_size: int, width: int) -> None:
-        super().__init__()
-        self.discrete_action_embedding = nn.Embedding(fast_vocab_size, width, padding_idx=0)
-        self.da_head = nn.Linear(width, fast_vocab_size)
-
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.discrete_action_embedding(ids)
-
-    def logits(self, normed: torch.Tensor) -> torch.Tensor:
-        return F.linear(normed.float(), self.da_head.weight.float(), self.da_head.bias.float())
+        return decode_responses(self, self.prefix_from_batch(batch).without_fast())
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -509,8 +381,5 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     if isinstance(module, AdaRMSNorm):
         module.reset_modulation()
-    if isinstance(module, SeparateFastHead):  # unscaled embedding: PyTorch's (and OpenTau's) unit normal init
-        embedding = module.discrete_action_embedding
-        nn.init.normal_(embedding.weight)
-        with torch.no_grad():
-            embedding.weight[embedding.padding_idx].zero_()
+    if isinstance(module, SeparateFastHead):  # unscaled embedding, as OpenTau initialises it
+        module.reset_embedding()

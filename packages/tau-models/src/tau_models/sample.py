@@ -98,3 +98,20 @@ def trim_token_padding(
     real = pad.any(dim=0).nonzero()
     n = int(real[-1]) + 1 if len(real) else 1
     return tokens[:, :n], pad[:, :n], None if kind is None else kind[:, :n]
+
+
+def require_keys(batch: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """Raise one KeyError naming the standard-batch keys the model needs and `batch` lacks."""
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(
+            f"batch is missing {missing}; a standard batch has images, image_mask, state, state_dim, "
+            f"actions, action_dim, action_is_pad, prompt and the SampleTokenizer's tokens / token_pad / token_kind"
+        )
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Reject NaN / inf CPU inputs with the batch key named. Tensors on an accelerator are not checked: the check
+    would wait for the device every step (SampleTokenizer checks state and FAST actions on the CPU)."""
+    if tensor.device.type == "cpu" and not torch.isfinite(tensor).all():
+        raise ValueError(f"batch['{name}'] contains NaN or inf")

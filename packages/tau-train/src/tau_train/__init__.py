@@ -48,12 +48,13 @@ from .config import (
 )
 from .export import EXPORT_CHOICES, export_kind, exported_model, merge_lora
 from .freezing import module_groups, select_parameters
+from .interruption import TrainingInterrupted
 from .lora import apply_lora
 from .metrics import read_metrics
 from .parallel import local_parameter_count, parallelize, shard_units
 from .plots import plot_metrics
 from .run_lock import RunLockedError
-from .trainer import LoaderFactory, LoaderSpec, NonFiniteError, Trainer, TrainingInterrupted
+from .trainer import LoaderFactory, LoaderSpec, NonFiniteError, Trainer
 from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack, nullcontext
@@ -35,6 +33,7 @@ from .config import ConfigError, TrainConfig, config_to_dict, validate_config
 from .data_stream import DataStream, isolated_rng
 from .ema import EMA
 from .freezing import freeze, frozen_modules, train_mode
+from .interruption import SigtermFlag, TrainingInterrupted
 from .lora import apply_lora
 from .lr_schedule import build_scheduler
 from .metrics import METRICS_FILE, MetricsLogger
@@ -62,20 +61,6 @@ LoaderFactory = Callable[[LoaderSpec], Iterable[dict]]
 
 class NonFiniteError(FloatingPointError):
     """The loss or the gradient norm became NaN/inf; the weights of that step were not updated."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGTERM paused the run: `checkpoint` holds step `step` of `steps`; running again resumes from it. Apps exit
-    with `EXIT_CODE` (EX_TEMPFAIL) and export nothing as trained."""
-
-    EXIT_CODE = 75
-
-    def __init__(self, checkpoint: Path, step: int, steps: int):
-        super().__init__(
-            f"SIGTERM: paused at step {step} of {steps}; checkpoint {checkpoint} written; run the same command "
-            "again to resume from it"
-        )
-        self.checkpoint, self.step, self.steps = checkpoint, step, steps
 
 
 class Trainer:
@@ -219,7 +204,7 @@ class Trainer:
             bar = stack.enter_context(
                 tqdm(total=config.steps, initial=self.step, unit="step", disable=not show_bar)
             )
-            sigterm = stack.enter_context(_SigtermFlag(enabled=config.checkpoint.save_on_sigterm))
+            sigterm = stack.enter_context(SigtermFlag(enabled=config.checkpoint.save_on_sigterm))
             while self.step < config.steps:
                 started = time.perf_counter()
                 metrics = self._train_step()
@@ -260,13 +245,20 @@ class Trainer:
             plot_metrics(self.output_dir / METRICS_FILE, self.output_dir / "plots")
         return metrics
 
+    def close(self) -> None:
+        """Finish a checkpoint still being written and leave the process groups. Call it once this process is
+        done with distributed work: gloo processes that exit with their groups alive can abort at exit."""
+        self.checkpoints.finish()
+        if self.world_size > 1:
+            self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+
     def _any_process(self, flag: bool) -> bool:
         """True on every process when `flag` is true on any of them."""
         if self.world_size == 1:
             return flag
         total = self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum")
         return bool(total.item() > 0)
-
 
     def _train_step(self) -> dict[str, float]:
         """One optimizer step over `gradient_accumulation_steps` micro-batches; raises NonFiniteError before
@@ -385,27 +377,6 @@ class Trainer:
             gathered = self.accelerator.gather(torch.tensor([limit], device=self.accelerator.device))
             limit = int(gathered.min())
         return limit
-
-
-class _SigtermFlag:
-    """While active (and enabled), SIGTERM only sets `received`, so the loop can finish its step and checkpoint."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.received = False
-        self._previous = None
-
-    def __enter__(self) -> "_SigtermFlag":
-        if self.enabled and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = True
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _due(step: int, every: int, last: int) -> bool:
