@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from tau_models.fast_head import SeparateFastHead
 from tau_models.gemma import AdaRMSNorm, GemmaTower, KVCache, additive_mask
 from tau_models.images import resize_with_pad, to_model_range
 from tau_models.prefix import Prefix
-from tau_models.rtc import ActionPrefix, training_prefix
+from tau_models.rtc import training_prefix
 from tau_models.sample import UNCOND_PREFIX, batch_tokens, check_finite, require_keys, trim_token_padding
 from tau_models.sampling import decode_responses, sample_actions
 from tau_models.tokenizer import FAST, PROMPT, RESPONSE
@@ -336,29 +336,7 @@ class PiModel(nn.Module):
         return F.cross_entropy(logits, ids[:, 1:][targets_mask])
 
     # ------------------------------------------------------------------ inference (tau_models.sampling)
-    def sample_actions(
-        self,
-        batch: dict[str, Any],
-        noise: torch.Tensor | None = None,
-        num_steps: int | None = None,
-        mode: Literal["flow", "fast"] = "flow",
-        guidance_weight: float | None = None,
-        predict_response: bool = False,
-        action_prefix: ActionPrefix | None = None,
-    ) -> torch.Tensor:
-        """Action chunks (B, chunk, max_action_dim) for a batch tokenized by SampleTokenizer (no actions needed).
-
-        mode "flow": Euler integration from t=1 (noise) to 0, the prefix run once and its KV cache reused.
-        mode "fast": greedy KV-cached decoding of FAST tokens, then the inverse FAST transform.
-        guidance_weight w (needs advantage conditioning): v = v_uncond + w (v_cond - v_uncond), with v_cond from
-        batch["tokens"] (tokenized with advantage=True) and v_uncond from batch["uncond_tokens"] / ["uncond_token_pad"]
-        / ["uncond_token_kind"] (no advantage line): SampleTokenizer(sample, advantage=True, guidance=True) makes both.
-        predict_response: first decode the response / subtask text greedily and put it in the prefix.
-        action_prefix: real-time chunking toward the actions executed meanwhile (tau_models.rtc: "inpaint" guidance or,
-        for rtc_max_delay > 0 models, "prefix" conditioning; the frozen positions of the result are the prefix).
-        Dropout follows the module mode: call model.eval() for inference.
-        """
-        return sample_actions(self, batch, noise, num_steps, mode, guidance_weight, predict_response, action_prefix)
+    sample_actions = sample_actions  # (batch, noise=, num_steps=, mode=, guidance_weight=, ...): tau_models.sampling
 
     @torch.no_grad()
     def generate_fast_tokens(self, prefix: Prefix) -> list[list[int]]:

@@ -31,7 +31,18 @@ def sample_actions(
     predict_response: bool = False,
     action_prefix: ActionPrefix | None = None,
 ) -> torch.Tensor:
-    """Action chunks (B, chunk, max_action_dim) of a tokenized batch; see PiModel.sample_actions."""
+    """Action chunks (B, chunk, max_action_dim) for a batch tokenized by SampleTokenizer (no actions needed).
+
+    mode "flow": Euler integration from t=1 (noise) to 0, the prefix run once and its KV cache reused.
+    mode "fast": greedy KV-cached decoding of FAST tokens, then the inverse FAST transform.
+    guidance_weight w (needs advantage conditioning): v = v_uncond + w (v_cond - v_uncond), with v_cond from
+    batch["tokens"] (tokenized with advantage=True) and v_uncond from batch["uncond_tokens"] / ["uncond_token_pad"]
+    / ["uncond_token_kind"] (no advantage line): SampleTokenizer(sample, advantage=True, guidance=True) makes both.
+    predict_response: first decode the response / subtask text greedily and put it in the prefix.
+    action_prefix: real-time chunking toward the actions executed meanwhile (tau_models.rtc: "inpaint" guidance or,
+    for rtc_max_delay > 0 models, "prefix" conditioning; the frozen positions of the result are the prefix).
+    Dropout follows the module mode: call model.eval() for inference.
+    """
     cfg = model.config
     require_keys(batch, ("images", "state"))
     b = batch["images"].shape[0]
