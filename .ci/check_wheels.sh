@@ -19,3 +19,15 @@ print(f"tau-models {tau_models.__version__} imports alone")
 PY
 "${tmp}/alone/bin/pip" install -q dist/tau_*.whl "torch==2.13.0" 2>&1 | quiet
 "${tmp}/alone/bin/python" -c "import tau_data, tau_models, tau_train, tau_sim, tau_policy, tau_rl; print('all six wheels import together')"
+# LIBERO is tau-sim's optional extra: the wheels above did not install it, tau_sim imported without it, and the
+# wheel declares the extra as pyproject.toml does.
+"${tmp}/alone/bin/python" - <<'PY'
+import importlib.metadata, importlib.util, re, tomllib
+assert not [m for m in ("libero", "robosuite", "mujoco") if importlib.util.find_spec(m)], "LIBERO came with the wheels"
+spec = lambda requirement: re.sub(r"[ ()]", "", requirement.split(";")[0])
+extra = [spec(r) for r in importlib.metadata.requires("tau-sim") if "extra == 'libero'" in r]
+with open("packages/tau-sim/pyproject.toml", "rb") as f:
+    expected = tomllib.load(f)["project"]["optional-dependencies"]["libero"]
+assert extra == expected, f"the tau-sim wheel's libero extra is {extra}, pyproject.toml says {expected}"
+print("tau-sim imports without LIBERO; tau-sim[libero] installs", ", ".join(extra))
+PY

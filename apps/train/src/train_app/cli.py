@@ -7,6 +7,7 @@ import sys
 
 import click
 from tau_data import DatasetError
+from tau_sim import LiberoMissingError
 from tau_train import (
     CheckpointError,
     ConfigError,
@@ -51,7 +52,8 @@ def main(preset: str, config_path: str | None, print_config: bool, verbose: bool
     except TrainingInterrupted as error:  # a pause: resumable, nothing exported as trained
         click.echo(f"Paused: {error}", err=True)
         sys.exit(TrainingInterrupted.EXIT_CODE)
-    except (ConfigError, DatasetError, CheckpointError, NonFiniteError, ValueError) as error:
+    # LiberoMissingError: demos.suite names a LIBERO suite, and this app is built without tau-sim[libero]
+    except (ConfigError, DatasetError, CheckpointError, NonFiniteError, LiberoMissingError, ValueError) as error:
         if verbose:
             raise
         raise click.ClickException(str(error)) from error

@@ -3,7 +3,8 @@
 Public API:
 - Tasks and envs: `make_env(task_id)`, `list_suites()`, `suite_tasks(suite)`, `TabletopEnv`, `TABLETOP_TASKS`,
   `TABLETOP_SUITES`, `LiberoEnv`, `LiberoConfig` (LIBERO needs the optional extra `tau-sim[libero]`,
-  imported on a LIBERO env's first reset).
+  imported on a LIBERO env's first reset; without it `require_libero()` and the episode loop raise the one-line
+  `LiberoMissingError`).
 - The episode loop (evaluation, demonstrations and RECAP rollouts all run it): `LoopConfig`, `TakeoverConfig`,
   `EpisodeJob`, `plan_jobs`, `run_episodes`, `collect_episodes`, and the one recorded-episode type `Episode`.
 - Evaluation: `Policy`, `EvalConfig`, `evaluate`, `merge_summaries`, `plot_success`.
@@ -18,7 +19,7 @@ from tau_sim.episode_loop import EpisodeJob, LoopConfig, collect_episodes, plan_
 from tau_sim.eval_report import EpisodeResult, merge_summaries, plot_success
 from tau_sim.evaluation import EvalConfig, evaluate
 from tau_sim.expert_policy import ExpertConfig
-from tau_sim.libero_env import LiberoConfig, LiberoEnv
+from tau_sim.libero_env import LiberoConfig, LiberoEnv, LiberoMissingError, require_libero
 from tau_sim.libero_expert import LiberoExpert, LiberoExpertPolicy
 from tau_sim.policy import Policy
 from tau_sim.registry import list_suites, make_env, register_envs, suite_tasks
@@ -43,6 +44,7 @@ __all__ = [
     "LiberoEnv",
     "LiberoExpert",
     "LiberoExpertPolicy",
+    "LiberoMissingError",
     "LoopConfig",
     "Policy",
     "TabletopEnv",
@@ -58,6 +60,7 @@ __all__ = [
     "merge_summaries",
     "plan_jobs",
     "plot_success",
+    "require_libero",
     "run_episodes",
     "run_expert_episode",
     "suite_tasks",

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from tau_sim.chunk_schedule import ChunkSchedule
 from tau_sim.episode import Episode
 from tau_sim.eval_report import EpisodeResult
+from tau_sim.libero_env import require_libero
 from tau_sim.policy import Policy
 from tau_sim.registry import make_env, suite_of
 from tau_sim.takeover import Takeover, TakeoverConfig
@@ -285,13 +286,16 @@ def run_episodes(
 
     `policy.act(observation, prompts)` gets the wave's observations ({"images": uint8 (B, N_cam, H, W, 3), "state":
     (B, D), ...}) and instructions; if it accepts an `action_prefix` keyword it also gets the (B, k, A) actions that
-    will be executed while it computes (k = latency_steps; empty for the first chunk of a wave).
+    will be executed while it computes (k = latency_steps; empty for the first chunk of a wave). LIBERO tasks
+    without the tau-sim[libero] extra raise LiberoMissingError before any env is built.
     """
     if not isinstance(policy, Policy):
         raise TypeError(f"policy must have reset() and act(observation, prompts); got {type(policy).__name__}")
     by_task: dict[str, list[EpisodeJob]] = {}
     for job in jobs:
         by_task.setdefault(job.task, []).append(job)
+    if any(suite_of(task).startswith("libero") for task in by_task):
+        require_libero()  # here, not in the workers: there it would only mark every episode as crashed
     failures = [] if worker_failures is None else worker_failures
     successes = completed = 0
     with tqdm(total=len(jobs), desc=desc, unit="ep") as progress:

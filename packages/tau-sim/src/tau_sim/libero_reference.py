@@ -70,8 +70,8 @@ def make_reference_task(
     defaults otherwise, unless `env_args` says), `env.seed(seed)`."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-    from libero.libero import benchmark, get_libero_path
-    from libero.libero.envs import OffScreenRenderEnv
+    from libero.libero import benchmark, get_libero_path  # pants: no-infer-dep
+    from libero.libero.envs import OffScreenRenderEnv  # pants: no-infer-dep
 
     task_suite = benchmark.get_benchmark_dict()[suite]()
     task = task_suite.get_task(task_index)
