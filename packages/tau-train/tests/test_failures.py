@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pathlib
+import random
 import subprocess
 import time
 
@@ -55,10 +56,16 @@ def _truncate_shard(checkpoint):
     return shard
 
 
-def _garbage_shard(checkpoint):
+def _garbage_shard(checkpoint, seed=0):
     shard = _shard(checkpoint)
-    shard.write_bytes(os.urandom(shard.stat().st_size))
+    shard.write_bytes(random.Random(seed).randbytes(shard.stat().st_size))
     return shard
+
+
+def _other_garbage_shard(checkpoint):
+    """Garbage that fails to unpickle with an IndexError rather than an UnpicklingError (seed 34 of 40 tried; random
+    bytes also give UnicodeDecodeError or KeyError): damage all the same."""
+    return _garbage_shard(checkpoint, seed=34)
 
 
 def _garbage_metadata(checkpoint):
@@ -79,7 +86,7 @@ def _rank_state_truncated(checkpoint):
     return path
 
 
-DAMAGES = [_truncate_shard, _garbage_shard, _garbage_metadata, _state_not_json, _rank_state_truncated]
+DAMAGES = [_truncate_shard, _garbage_shard, _other_garbage_shard, _garbage_metadata, _state_not_json, _rank_state_truncated]
 
 
 @pytest.mark.parametrize("damage", DAMAGES)

@@ -25,6 +25,7 @@ import pickle
 import re
 import shutil
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -354,19 +355,24 @@ def _read_metadata(directory: Path) -> Any:
 
 
 def _dcp_error(directory: Path, error: CheckpointException, mismatch: str) -> CheckpointError:
-    """DCP's per-process failures as one error: shards that cannot be read (damaged) or a state that does not fit."""
-    first = _first_failure(error)
+    """DCP's per-process failures as one error: shards that cannot be read (damaged) or a state that does not fit.
+    A failure inside the storage reader's `read_data` is damage whatever its type (garbage bytes unpickle into
+    UnpicklingError, UnicodeDecodeError, IndexError or KeyError); a state that does not fit fails while planning."""
+    first, stack = _first_failure(error)
     problem = f"{type(first).__name__}: {_first_line(first)}"
-    if isinstance(first, (OSError, EOFError, pickle.UnpicklingError)) or "truncated" in problem.lower():
+    reading = any(frame.name == "read_data" for frame in stack)
+    if reading or isinstance(first, (OSError, EOFError, pickle.UnpicklingError)) or "truncated" in problem.lower():
         return DamagedCheckpointError(f"{directory}: shards cannot be read ({problem}): the checkpoint is damaged")
     return CheckpointError(f"{directory} {mismatch}: {problem}")
 
 
-def _first_failure(error: CheckpointException) -> BaseException:
-    """The exception of the first process that failed inside a DCP save or load."""
+def _first_failure(error: CheckpointException) -> tuple[BaseException, traceback.StackSummary]:
+    """The exception of the first process that failed inside a DCP save or load, and where it was raised."""
     causes = list(error.failures.values())
     first = causes[0] if causes else error
-    return first[0] if isinstance(first, tuple) else first  # (exception, traceback) in some torch versions
+    if isinstance(first, tuple):  # (exception, traceback.StackSummary), as DCP wraps them
+        return first[0], first[1]
+    return first, traceback.extract_tb(first.__traceback__)
 
 
 def _first_line(error: BaseException) -> str:
