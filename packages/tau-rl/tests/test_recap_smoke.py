@@ -132,3 +132,56 @@ def test_a_checkpoint_without_sft_starts_as_it_was_trained(tmp_path, demos):
     assert record["train"] == {}
     assert json.loads((started / "normalizer.json").read_text())["modes"] == saved["modes"]
     assert not PiModel.from_pretrained(started / "model").config.advantage_conditioning  # its prompts, unchanged
+
+
+def _positive_line_flow_loss(model, mixture, rows) -> float:
+    """Flow loss of `model` on demo frames whose prompts carry "Advantage: positive" (fixed noise and times)."""
+    import torch
+    from tau_models import SampleTokenizer
+    from torch.utils.data import default_collate
+
+    tokenize = SampleTokenizer(model.config)
+    batch = default_collate([tokenize(mixture[row], advantage=True) for row in rows])
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(batch["actions"].shape, generator=generator)
+    time = torch.rand(len(rows), generator=generator) * 0.9 + 0.05
+    model.eval()
+    with torch.no_grad():
+        return float(model(batch, noise=noise, time=time)["flow_loss"])
+
+
+def test_the_conditioned_initial_pass_teaches_the_advantage_line_and_keeps_dropout(tmp_path, demos):
+    from tau_models import PiModel
+
+    from tau_rl.models import new_policy, with_conditioning
+    from tau_rl.stages import demo_mixture, init_policy
+
+    checkpoint = tmp_path / "elsewhere" / "model"  # trained without advantage conditioning
+    new_policy("tiny", tiny_config(tmp_path, demos).policy.overrides).save_pretrained(checkpoint)
+    config = tiny_config(tmp_path / "run", demos)
+    config.policy.checkpoint, config.policy.sft_mode, config.policy.conditioning_dropout = str(checkpoint), "conditioned", 0.25
+    config.policy.sft = TrainingSettings(steps=25, batch_size=8, lr=1e-3, warmup_steps=0, checkpoint_every=25)
+    layout = RunLayout(tmp_path / "run")
+    before = with_conditioning(PiModel.from_pretrained(checkpoint), "conditioned", 0.25)
+    mixture = demo_mixture(config, layout, before.config)
+    rows = list(range(0, len(mixture), max(1, len(mixture) // 8)))[:8]
+    record = init_policy(config, layout)
+    after = PiModel.from_pretrained(layout.init.policy / "model")
+    # the saved policy acts with "Advantage: positive" (tau_policy reads advantage_conditioning) and was trained
+    # with the configured share of prompts left plain
+    assert after.config.advantage_conditioning and after.config.advantage_dropout == 0.25
+    assert record["train"]["step"] == 25
+    assert _positive_line_flow_loss(after, mixture, rows) < 0.8 * _positive_line_flow_loss(before, mixture, rows)
+
+    plain = tiny_config(tmp_path / "plain", demos)  # sft_mode "positive": the line on every prompt
+    plain.policy.checkpoint, plain.policy.sft.steps, plain.policy.conditioning_dropout = str(checkpoint), 1, 0.25
+    init_policy(plain, RunLayout(tmp_path / "plain"))
+    saved = PiModel.from_pretrained(RunLayout(tmp_path / "plain").init.policy / "model").config
+    assert saved.advantage_conditioning and saved.advantage_dropout == 0.0
+
+
+def test_sft_mode_is_validated(tmp_path, demos):
+    config = tiny_config(tmp_path / "run", demos)
+    config.policy.sft_mode = "sometimes"
+    with pytest.raises(ValueError, match="policy.sft_mode"):
+        config.validate()

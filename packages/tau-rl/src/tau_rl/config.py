@@ -32,6 +32,11 @@ class PolicyStageConfig:
     preset: str = "full"  # "full" pi0.5 or "tiny" (CPU tests), used when checkpoint is None
     overrides: dict[str, Any] = field(default_factory=dict)  # PiConfig fields (tokenizer_name, chunk_size, ...)
     sft: TrainingSettings = field(default_factory=lambda: TrainingSettings(steps=2000))  # init policy on demos
+    # the prompts of that initial pass (every demo frame labelled positive): "positive" (every prompt carries
+    # "Advantage: positive", no dropout: plain behaviour cloning) or "conditioned" (`conditioning_dropout` of the
+    # prompts drop the line, so a checkpoint trained without it learns the line and keeps its plain prompt, which
+    # classifier-free guidance needs)
+    sft_mode: str = "positive"
     finetune: TrainingSettings = field(default_factory=TrainingSettings)  # each iteration
     restart_from: str = "initial"  # "initial" (RECAP/OpenTau: fine-tune the initial policy again) or "previous"
     # share of fine-tuning samples drawn from the demonstrations (the rest from the rollouts, each source in
@@ -126,8 +131,9 @@ class RecapConfig:
             problems.append(f"policy.restart_from must be 'initial' or 'previous', got {self.policy.restart_from!r}")
         if self.value.restart_from not in ("initial", "previous"):
             problems.append(f"value.restart_from must be 'initial' or 'previous', got {self.value.restart_from!r}")
-        if self.policy.mode not in ("conditioned", "positive"):
-            problems.append(f"policy.mode must be 'conditioned' or 'positive', got {self.policy.mode!r}")
+        for name, mode in (("policy.mode", self.policy.mode), ("policy.sft_mode", self.policy.sft_mode)):
+            if mode not in ("conditioned", "positive"):
+                problems.append(f"{name} must be 'conditioned' or 'positive', got {mode!r}")
         if not 0.0 <= self.policy.conditioning_dropout < 1.0:
             problems.append(f"policy.conditioning_dropout must be in [0, 1), got {self.policy.conditioning_dropout}")
         if self.policy.guidance_weight < 0:

@@ -1,6 +1,6 @@
 """The stages of RECAP, each a function of the run config and the iteration folder that writes only its own outputs.
 
-init:       policy (fine-tune on the demonstrations, every prompt "Advantage: positive") -> evaluate
+init:       policy (fine-tune on the demonstrations, every frame "Advantage: positive") -> evaluate
 iteration:  collect -> value -> advantages -> policy -> evaluate -> summary
 Stages read what earlier stages wrote (never rewrite it) and return a small record for their completion marker.
 """
@@ -24,7 +24,7 @@ from tau_sim import EvalConfig, evaluate
 from tau_rl import seeds
 from tau_rl.advantage_table import AdvantageTable
 from tau_rl.advantages import n_step_advantages
-from tau_rl.conditioning import advantage_labels
+from tau_rl.conditioning import ConditioningMode, advantage_labels
 from tau_rl.confidence import wilson_interval
 from tau_rl.config import RecapConfig, TrainingSettings
 from tau_rl.layout import IterationFolder, RunLayout, discard, write_json_atomic
@@ -123,10 +123,11 @@ def checkpoint_normalizer(checkpoint: str | None) -> Normalizer | None:
 
 def behaviour_clone(config: RecapConfig, layout: RunLayout, model: PiModel, settings: TrainingSettings,
                     output_dir: Path, seed: int, normalizer: Normalizer | None = None,
-                    ) -> tuple[PiModel, MixtureDataset, dict]:
-    """`model` trained on the demonstrations alone, every prompt "Advantage: positive" (plain behaviour cloning);
-    returns the trained policy, the demonstration mixture and the last training metrics."""
-    model = with_conditioning(model, "positive", 0.0)
+                    mode: ConditioningMode = "positive") -> tuple[PiModel, MixtureDataset, dict]:
+    """`model` trained on the demonstrations alone, every frame labelled "Advantage: positive" (mode "positive":
+    plain behaviour cloning, the line on every prompt; "conditioned": `policy.conditioning_dropout` of the prompts
+    drop it); returns the trained policy, the demonstration mixture and the last training metrics."""
+    model = with_conditioning(model, mode, config.policy.conditioning_dropout)
     mixture = demo_mixture(config, layout, model.config, normalizer)
     positive = [np.ones(len(m), dtype=bool) for m in mixture.members]
     metrics = train(model, LabelledMixture(mixture, {"advantage_positive": positive}), settings, output_dir, seed)
@@ -135,16 +136,17 @@ def behaviour_clone(config: RecapConfig, layout: RunLayout, model: PiModel, sett
 
 def init_policy(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
     """The starting policy: the given checkpoint or a fresh model, fine-tuned on the demonstrations with every
-    prompt saying "Advantage: positive" (with sft.steps=0, the checkpoint as it is, prompts and all); the
-    normaliser (the checkpoint's own, else computed from the demos) is used by every later stage."""
+    frame labelled "Advantage: positive" (`policy.sft_mode` says whether some prompts drop the line; with
+    sft.steps=0, the checkpoint as it is, prompts and all); the normaliser (the checkpoint's own, else computed
+    from the demos) is used by every later stage."""
     folder = layout.init.policy
     _clear(folder / "model", folder / "normalizer.json", folder / "bundle.json")
     pc = config.policy
     model = load_policy(pc.checkpoint, pc.overrides) if pc.checkpoint else new_policy(pc.preset, pc.overrides)
     normalizer = checkpoint_normalizer(pc.checkpoint)
     if pc.sft.steps > 0:
-        model, mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train", seeds.initial_training(config),
-                                                  normalizer)
+        model, mixture, metrics = behaviour_clone(config, layout, model, pc.sft, folder / "train",
+                                                  seeds.initial_training(config), normalizer, pc.sft_mode)
     else:
         mixture, metrics = demo_mixture(config, layout, model.config, normalizer), {}
     provenance = Provenance(source=pc.checkpoint or f"new {pc.preset} policy", step=pc.sft.steps)
