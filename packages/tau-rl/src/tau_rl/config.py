@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from tau_rl.conditioning import CONDITIONING_MODES
 from tau_rl.returns import ReturnConfig
 from tau_rl.rollouts import CollectConfig
 
@@ -132,7 +133,7 @@ class RecapConfig:
         if self.value.restart_from not in ("initial", "previous"):
             problems.append(f"value.restart_from must be 'initial' or 'previous', got {self.value.restart_from!r}")
         for name, mode in (("policy.mode", self.policy.mode), ("policy.sft_mode", self.policy.sft_mode)):
-            if mode not in ("conditioned", "positive"):
+            if mode not in CONDITIONING_MODES:
                 problems.append(f"{name} must be 'conditioned' or 'positive', got {mode!r}")
         if not 0.0 <= self.policy.conditioning_dropout < 1.0:
             problems.append(f"policy.conditioning_dropout must be in [0, 1), got {self.policy.conditioning_dropout}")

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from tau_sim.libero_env import require_libero
+
 LIBERO_DUMMY_ACTION = [0.0] * 6 + [-1.0]
 LIBERO_ENV_RESOLUTION = 256  # openpi: "resolution used to render training data"
 OPENPI_SEED = 7
@@ -70,6 +72,7 @@ def make_reference_task(
     defaults otherwise, unless `env_args` says), `env.seed(seed)`."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    require_libero()
     from libero.libero import benchmark, get_libero_path  # pants: no-infer-dep
     from libero.libero.envs import OffScreenRenderEnv  # pants: no-infer-dep
 
