@@ -16,6 +16,14 @@ Usage: python benchmarks/tau_rl_recap.py [--run-dir runs/bench_recap] [--iterati
    RECAP fine-tuning, and a guidance sweep of the last policy, all on the same evaluation seeds.
 Prints success before and after each iteration with 95% Wilson intervals over the seeded evaluation episodes, as
 markdown tables. The run folder keeps every iteration's data, models, figures and summaries; rerunning resumes.
+
+--from-default P [P ...]: RECAP from policies that `./pants run apps/train` trained (one per training seed, e.g.
+outputs/default/train/policy after `train.seed=S`), with apps/rl's bundled preset (conditioning pass, two
+iterations) and --eval-episodes per task; for each seed also the default policy itself and the behaviour-cloning
+control (the same steps on the demonstrations plus the expert takeovers); then the table per seed, the mean and the
+spread, the failure modes of every row and what the rollouts, takeovers and advantage labels did with each mode:
+  python benchmarks/tau_rl_recap.py --from-default outputs/s0/train/policy outputs/s1/train/policy \
+      outputs/s2/train/policy --run-dir outputs/recap_seeds
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import logging
 import os
 import time
@@ -30,9 +39,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tau_policy import Policy, PolicyBundle, Provenance, SimPolicy, record_episodes  # noqa: E402
+from tau_data.dataset import LeRobotDataset  # noqa: E402
+from tau_policy import Policy, PolicyBundle, SimPolicy, record_episodes  # noqa: E402
 from tau_sim import ExpertConfig, TabletopExpertPolicy, evaluate  # noqa: E402
+from tau_sim.tabletop_tasks import FAILURE_MODES, failure_mode, task_from_instruction  # noqa: E402
+from tau_train import load_config  # noqa: E402
 
 from tau_rl import (  # noqa: E402
     AdvantageStageConfig,
@@ -49,20 +62,27 @@ from tau_rl import (  # noqa: E402
     run_recap,
 )
 from tau_rl import seeds  # noqa: E402
+from tau_rl.advantage_table import AdvantageTable  # noqa: E402
 from tau_rl.confidence import wilson_interval  # noqa: E402
+from tau_rl.layout import write_json_atomic  # noqa: E402
 from tau_rl.recap import markdown_table  # noqa: E402
 from tau_rl.rollouts import ROBOT_TYPE  # noqa: E402
-from tau_rl.stages import behaviour_clone, eval_config  # noqa: E402
+from tau_rl.stages import control_policy, eval_config  # noqa: E402
+
+
+def repo_root() -> Path:
+    """The repository root: the folder above this script that holds pants.toml."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "pants.toml").is_file():
+            return parent
+    raise RuntimeError(f"no pants.toml above {__file__}")
 
 
 def shared_dir() -> Path:
-    """$TAU_SHARED_DIR, else the shared/ folder next to the repository root (the dir holding pants.toml)."""
+    """$TAU_SHARED_DIR, else the shared/ folder next to the repository root."""
     if os.environ.get("TAU_SHARED_DIR"):
         return Path(os.environ["TAU_SHARED_DIR"])
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "pants.toml").is_file():
-            return parent.parent / "shared"
-    raise RuntimeError("shared/ not found: set TAU_SHARED_DIR")
+    return repo_root().parent / "shared"
 
 
 def parse_args() -> argparse.Namespace:
@@ -104,6 +124,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
                    help="also train the initial policy on the demonstrations alone (plain behaviour cloning) for as "
                         "many steps as the RECAP fine-tuning and evaluate it on the same seeds")
+    p.add_argument("--control-data", default="demos+takeovers", choices=["demos", "demos+takeovers"],
+                   help="what the control arm is trained on: the demonstrations, or also the expert-takeover frames "
+                        "of RECAP's rollouts (the same extra data as RECAP, minus the advantage labels)")
+    p.add_argument("--from-default", nargs="+", type=Path, default=None, metavar="POLICY",
+                   help="RECAP with apps/rl's preset from these apps/train policy folders, one per training seed")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="the RECAP seed of each --from-default policy (default: 0, 1, ...)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     return p.parse_args()
 
@@ -112,6 +139,9 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    if args.from_default:
+        from_default(args)
+        return
     started = time.perf_counter()
     run_dir = Path(args.run_dir)
     env = {"image_size": args.image_size, "max_episode_steps": args.max_steps, "privileged_obs": True}
@@ -161,41 +191,54 @@ def main() -> None:
         print(f"iteration {row['iteration']}: rollouts {row['rollout_success_rate']:.0%} successful, "
               f"advantage threshold {row['threshold']:.4g}")
     if args.control:
-        bc_control(config)
+        print("\ncontrol: the initial policy trained on by behaviour cloning, the same steps as RECAP:\n")
+        print("| policy | success | 95% CI | episodes |\n|---|---|---|---|")
+        for label, result in bc_control(config, args.control_data == "demos+takeovers"):
+            print(f"| {label} | {_row(result)}")
     if args.mode == "conditioned" and args.guidance_sweep:
         guidance_sweep(config, args.guidance_sweep)
 
 
-def _evaluate(config: RecapConfig, folder: Path, weight: float) -> str:
-    """One markdown row tail: success, 95% CI and episodes of the policy in `folder` on the RECAP eval seeds."""
+def _evaluate(config: RecapConfig, folder: Path, weight: float, cache: Path | None = None) -> dict:
+    """The overall evaluation summary (success, failure modes) of the policy in `folder` on the RECAP eval seeds;
+    kept in `cache` (JSON) so that a rerun does not evaluate again."""
+    if cache is not None and cache.is_file():
+        return json.loads(cache.read_text())
     settings = dataclasses.replace(eval_config(config), use_async=False, videos_per_task=0)
     policy = SimPolicy(Policy(PolicyBundle.load(folder)), guidance_weight=weight, seed=seeds.evaluation(config))
     overall = evaluate(policy, config.tasks, settings)["overall"]
-    lo, hi = wilson_interval(overall["successes"], overall["completed"])
-    return f"{overall['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {overall['completed']} |"
+    overall["ci95"] = list(wilson_interval(overall["successes"], overall["completed"]))
+    if cache is not None:
+        write_json_atomic(cache, overall)
+    return overall
 
 
-def bc_control(config: RecapConfig) -> None:
-    """The control arm: the initial policy trained on, on the demonstrations alone (every prompt positive), with
-    the steps and learning rate of the RECAP fine-tuning: one row per iteration when RECAP restarts from the
-    previous policy (so the steps add up as RECAP's do), one row when it restarts from the initial policy. It tells
-    RECAP's gain apart from extra training."""
+def _row(result: dict) -> str:
+    """A markdown row tail: success, 95% CI and episodes."""
+    lo, hi = result["ci95"]
+    return f"{result['success_rate']:.1%} | [{lo:.1%}, {hi:.1%}] | {result['completed']} |"
+
+
+def bc_control(config: RecapConfig, takeovers: bool) -> list[tuple[str, dict]]:
+    """The control arm (tau_rl.stages.control_policy): the initial policy trained on by plain behaviour cloning on
+    the demonstrations (plus, with `takeovers`, the expert-takeover frames of RECAP's rollouts so far), with the
+    steps and learning rate of the RECAP fine-tuning: one round per iteration when RECAP restarts from the previous
+    policy (so the steps add up as RECAP's do), one when it restarts from the initial policy. Returns a (label,
+    evaluation) pair per round; it tells RECAP's gain apart from extra training and extra expert data."""
     layout = RunLayout(Path(config.run_dir))
     rounds = config.iterations if config.policy.restart_from == "previous" else 1
-    print("\ncontrol: the initial policy trained on the demonstrations alone, the same steps as RECAP:\n")
-    print("| policy | success | 95% CI | episodes |\n|---|---|---|---|")
-    previous = layout.init.policy
+    folder_name = "control_bc_takeovers" if takeovers else "control_bc"
+    data = "demos + takeovers" if takeovers else "demos"
+    previous, results = layout.init.policy, []
     for k in range(1, rounds + 1):
-        folder = layout.root / "control_bc" / f"round_{k:03d}"
+        folder = layout.root / folder_name / f"round_{k:03d}"
         if not (folder / "policy" / "bundle.json").is_file():
-            bundle = PolicyBundle.load(previous)
-            model, _, _ = behaviour_clone(config, layout, bundle.model, config.policy.finetune, folder / "train",
-                                          seeds.policy_training(config, k), bundle.normalizer)
-            provenance = Provenance(source=str(previous), step=config.policy.finetune.steps)
-            dataclasses.replace(bundle, model=model, provenance=provenance).save(folder / "policy")
+            control_policy(config, layout, k, previous, folder / "policy", takeovers=takeovers)
         steps = k * config.policy.finetune.steps
-        print(f"| behaviour cloning, +{steps} steps | {_evaluate(config, folder / 'policy', 1.0)}")
+        results.append((f"behaviour cloning ({data}), +{steps} steps",
+                        _evaluate(config, folder / "policy", 1.0, folder / "eval.json")))
         previous = folder / "policy"
+    return results
 
 
 def guidance_sweep(config: RecapConfig, weights: list[float]) -> None:
@@ -204,7 +247,115 @@ def guidance_sweep(config: RecapConfig, weights: list[float]) -> None:
     print(f"\nguidance sweep, RECAP iteration {config.iterations} policy:\n")
     print("| guidance w | success | 95% CI | episodes |\n|---|---|---|---|")
     for weight in weights:
-        print(f"| {weight:g} | {_evaluate(config, folder, weight)}")
+        print(f"| {weight:g} | {_row(_evaluate(config, folder, weight))}")
+
+
+def _recorded(record: dict) -> dict:
+    """A RECAP evaluate-stage record in the shape of an evaluation summary (success, CI, completed, failure modes)."""
+    return {"successes": record["successes"], "completed": record["episodes"], "success_rate": record["success_rate"],
+            "ci95": record["ci95"], "failure_modes": record.get("failure_modes", {})}
+
+
+def rollout_study(config: RecapConfig, layout: RunLayout) -> dict[str, dict[str, int]]:
+    """What RECAP's data does with each outcome: for the rollout episodes of every iteration, by outcome (success,
+    a tau-sim failure mode, or taken over by the expert), the episodes, the frames the policy acted and how many of
+    those the advantage labels call positive. The failure mode is read from the recorded privileged state
+    ([ee, red, blue, yellow, target]) of an episode's first and last frames."""
+    study: dict[str, dict[str, int]] = {}
+    for k in range(1, config.iterations + 1):
+        folder = layout.iteration(k)
+        data = LeRobotDataset(folder.rollouts)
+        table = AdvantageTable.load(folder.advantages / f"{folder.root.name}.parquet").columns
+        state = np.asarray(data.columns["observation.state"], dtype=np.float64)
+        for start, length in zip(data.episode_starts, data.episode_lengths):
+            rows = np.arange(start, start + length)
+            taken = bool(table["intervention"][rows].any())
+            if taken:
+                outcome = "taken over"
+            elif table["success"][rows[-1]]:
+                outcome = "success"
+            else:
+                task = task_from_instruction(data.meta.tasks[int(data.columns["task_index"][start])])
+                first, last = state[rows[0]], state[rows[-1]]
+                outcome = failure_mode(task, first[2:8].reshape(3, 2), last[2:8].reshape(3, 2), first[8:10])
+            own = rows[~table["intervention"][rows].astype(bool)]
+            entry = study.setdefault(outcome, {"episodes": 0, "policy_frames": 0, "positive": 0})
+            entry["episodes"] += 1
+            entry["policy_frames"] += len(own)
+            entry["positive"] += int(table["positive"][own].sum())
+    return study
+
+
+def from_default(args: argparse.Namespace) -> None:
+    """RECAP with apps/rl's preset from each given apps/train policy (one training seed each), its control arm and
+    the default policy itself, every row on the same seeded episodes; per-seed and pooled tables."""
+    preset = repo_root() / "apps" / "rl" / "src" / "rl_app" / "presets" / "default.yaml"
+    run_seeds = args.seeds if args.seeds is not None else list(range(len(args.from_default)))
+    if len(run_seeds) != len(args.from_default):
+        raise SystemExit(f"--seeds gives {len(run_seeds)} seeds for {len(args.from_default)} --from-default policies")
+    started, runs = time.perf_counter(), []
+    for seed, policy in zip(run_seeds, args.from_default):
+        if not (policy / "bundle.json").is_file():
+            raise SystemExit(f"{policy}: no bundle.json; give the policy folder apps/train wrote "
+                             "(outputs/default/train/policy)")
+        root = Path(args.run_dir) / f"seed_{seed}"
+        config = load_config(preset, [f"run_dir={root / 'recap'}", f"policy.checkpoint={policy / 'model'}",
+                                      f"seed={seed}", f"eval.episodes_per_task={args.eval_episodes}"],
+                             schema=RecapConfig)
+        run_recap(config)
+        layout = RunLayout(Path(config.run_dir))
+        rows = [("default policy (apps/train)", _evaluate(config, policy, 1.0, root / "default_eval.json")),
+                ("conditioning pass (RECAP's initial policy)", _recorded(layout.init.record("evaluate")))]
+        rows += [(f"RECAP iteration {k}", _recorded(layout.iteration(k).record("evaluate")))
+                 for k in range(1, config.iterations + 1)]
+        rows += bc_control(config, args.control_data == "demos+takeovers")
+        runs.append({"seed": seed, "policy": str(policy), "rows": rows, "study": rollout_study(config, layout)})
+        print(f"\nseed {seed} (from {policy}):\n\n| policy | success | 95% CI | episodes |\n|---|---|---|---|")
+        for label, result in rows:
+            print(f"| {label} | {_row(result)}")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\nRECAP from the default policy, apps/rl preset, {len(runs)} training seeds, "
+          f"{args.eval_episodes} seeded episodes per task and row; {minutes:.1f} min this run\n")
+    print_seed_table(runs)
+    print_failure_table(runs)
+    print_rollout_study(runs)
+    write_json_atomic(Path(args.run_dir) / "from_default.json", runs)
+
+
+def print_seed_table(runs: list[dict]) -> None:
+    """Success per row and seed, the mean over seeds and the spread (max - min)."""
+    print("| policy | " + " | ".join(f"seed {r['seed']}" for r in runs) + " | mean | spread |")
+    print("|---|" + "---|" * (len(runs) + 2))
+    for i, (label, _) in enumerate(runs[0]["rows"]):
+        rates = [r["rows"][i][1]["success_rate"] for r in runs]
+        print(f"| {label} | " + " | ".join(f"{x:.1%}" for x in rates)
+              + f" | {np.mean(rates):.1%} | {max(rates) - min(rates):.1%} |")
+
+
+def print_failure_table(runs: list[dict]) -> None:
+    """Failed episodes of every row by failure mode, pooled over seeds, as shares of all its episodes."""
+    print("\nfailure modes, pooled over seeds (share of all episodes):\n")
+    print("| policy | failed | " + " | ".join(FAILURE_MODES) + " |\n|---|---|" + "---|" * len(FAILURE_MODES))
+    for i, (label, _) in enumerate(runs[0]["rows"]):
+        results = [r["rows"][i][1] for r in runs]
+        total = sum(x["completed"] for x in results)
+        modes = {m: sum(x["failure_modes"].get(m, 0) for x in results) for m in FAILURE_MODES}
+        failed = total - sum(x["successes"] for x in results)
+        print(f"| {label} | {failed / total:.1%} | " + " | ".join(f"{modes[m] / total:.1%}" for m in FAILURE_MODES)
+              + " |")
+
+
+def print_rollout_study(runs: list[dict]) -> None:
+    """The rollouts by outcome, pooled over seeds and iterations: episodes and the policy's frames labelled positive."""
+    print("\nRECAP's rollouts by outcome, pooled over seeds and iterations:\n")
+    print("| outcome | episodes | policy frames | labelled positive |\n|---|---|---|---|")
+    for outcome in ("success", *FAILURE_MODES, "taken over"):
+        entries = [r["study"][outcome] for r in runs if outcome in r["study"]]
+        episodes = sum(e["episodes"] for e in entries)
+        frames = sum(e["policy_frames"] for e in entries)
+        positive = sum(e["positive"] for e in entries)
+        share = f"{positive / frames:.1%}" if frames else "-"
+        print(f"| {outcome} | {episodes} | {frames} | {share} |")
 
 
 if __name__ == "__main__":

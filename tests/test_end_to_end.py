@@ -143,10 +143,14 @@ def test_libero_demos_are_written_and_read_back(tmp_path: Path) -> None:
 def test_eval_expert_and_random_bounds(tmp_path: Path) -> None:
     common = ["--tasks", TASK, "--episodes-per-task", "2", "--videos-per-task", "0"]
     invoke(eval_main, ["--expert", *common, "--output-dir", str(tmp_path / "expert")])
-    invoke(eval_main, ["--random", *common, "--output-dir", str(tmp_path / "random")])
+    output = invoke(eval_main, ["--random", *common, "--output-dir", str(tmp_path / "random")]).output
     expert = json.loads((tmp_path / "expert" / "summary.json").read_text())["overall"]
     random = json.loads((tmp_path / "random" / "summary.json").read_text())["overall"]
     assert expert["success_rate"] == 1.0 and random["completed"] == 2
+    assert expert["failure_modes"] == {}
+    # every failed episode of the random policy is put down to one of tau-sim's failure modes, and printed
+    assert sum(random["failure_modes"].values()) == random["completed"] - random["successes"]
+    assert ("failed episodes by reason" in output) == (random["successes"] < 2)
 
 
 def test_eval_and_generate_take_a_scene_layout(tmp_path: Path) -> None:

@@ -83,6 +83,9 @@ def test_two_iterations_end_to_end_and_resume(tmp_path, demos):
         np.testing.assert_array_equal(table.columns["positive"][table.columns["intervention"]], True)
         iteration_summary = json.loads(folder.summary.read_text())
         assert iteration_summary["iteration"] == index and iteration_summary["eval_episodes"] == 3
+        # tau-sim names why each failed evaluation episode failed
+        failed = 3 - folder.record("evaluate")["successes"]
+        assert sum(iteration_summary["failure_modes"].values()) == failed
     # iteration 1's advantages are kept when iteration 2 computes its own
     assert (layout.iteration(1).advantages / "demos_0.parquet").is_file()
 
@@ -185,3 +188,29 @@ def test_sft_mode_is_validated(tmp_path, demos):
     config.policy.sft_mode = "sometimes"
     with pytest.raises(ValueError, match="policy.sft_mode"):
         config.validate()
+
+
+def test_the_control_arm_clones_the_demos_and_the_expert_takeovers(tmp_path, demos):
+    import torch
+    from tau_models import PiModel
+
+    from tau_rl.stages import control_policy
+
+    config = tiny_config(tmp_path / "run", demos)
+    config.iterations, config.collect = 1, CollectConfig(episodes_per_task=4, num_envs=4, intervention_rate=1.0)
+    run_recap(config)
+    layout = RunLayout(tmp_path / "run")
+    rollouts = LeRobotDataset(layout.iteration(1).rollouts)
+    taken = int(np.asarray(rollouts.columns["intervention"]).sum())
+    own = len(rollouts) - taken
+    assert taken > 0 and own > 0  # every episode taken over part-way: the policy's own frames come first
+    demo_frames = len(LeRobotDataset(demos))
+    record = control_policy(config, layout, 1, layout.init.policy, tmp_path / "control")
+    # the demonstrations and the expert's frames, never the policy's own
+    assert record["frames"] == demo_frames + taken and record["takeover_frames"] == taken
+    demos_only = control_policy(config, layout, 1, layout.init.policy, tmp_path / "demos_only", takeovers=False)
+    assert demos_only["frames"] == demo_frames and demos_only["takeover_frames"] == 0
+    start = PiModel.from_pretrained(layout.init.policy / "model").state_dict()
+    trained = PiModel.from_pretrained(tmp_path / "control" / "model")
+    assert trained.config.advantage_conditioning and trained.config.advantage_dropout == 0.0  # plain BC prompts
+    assert any(not torch.equal(start[k], v) for k, v in trained.state_dict().items())

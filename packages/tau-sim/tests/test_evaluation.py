@@ -72,6 +72,10 @@ def test_vectorised_scripted_policy_reports_expected_success_and_outputs(tmp_pat
     assert summary["suites"]["tabletop_target"]["completed"] == 48
     failures = [e for e in summary["episodes"] if not e["success"]]
     assert all(e["length"] == 100 for e in failures)  # failed episodes run to the step limit
+    # the expert's mistakes (pushing another block) are its only failures, and the env names them so
+    assert all(e["failure"] == "wrong_block" for e in failures)
+    assert overall["failure_modes"] == {"wrong_block": len(failures)}
+    assert all(e["failure"] is None for e in summary["episodes"] if e["success"])
     assert summary["versions"]["gymnasium"] == gym.__version__
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["overall"] == overall

@@ -6,7 +6,7 @@ import pytest
 import tau_sim
 from tau_sim.tabletop_env import TabletopEnv
 from tau_sim.tabletop_render import BLOCK_RGB, EE_RGB, TARGET_RGB
-from tau_sim.tabletop_tasks import BLOCK_COLORS, TABLETOP_TASKS, task_from_instruction
+from tau_sim.tabletop_tasks import BLOCK_COLORS, FAILURE_MODES, TABLETOP_TASKS, failure_mode, task_from_instruction
 
 
 def test_observation_matches_space_and_convention():
@@ -74,6 +74,39 @@ def test_step_limit_truncates():
     for t in range(5):
         _, _, terminated, truncated, _ = env.step(np.zeros(2))
     assert truncated and not terminated
+
+
+def test_truncated_episodes_say_why_they_failed():
+    env = TabletopEnv("push_red_left", max_episode_steps=5)
+    _, info = env.reset(seed=0)
+    assert info["failure_mode"] == ""
+    for t in range(5):
+        _, _, _, truncated, info = env.step(np.zeros(2))
+        assert info["failure_mode"] == ("no_push" if truncated else "")
+    assert truncated
+
+
+def test_failure_modes_from_the_blocks_at_start_and_end():
+    task = TABLETOP_TASKS["push_red_to_target"]  # red is block 0
+    start = np.array([[0.3, 0.3], [0.7, 0.3], [0.5, 0.6]])
+    target = np.array([0.3, 0.8])
+
+    def moved(i, delta):
+        end = start.copy()
+        end[i] += delta
+        return end
+
+    assert failure_mode(task, start, start, target) == "no_push"
+    assert failure_mode(task, start, moved(0, [0.0, 0.01]), target) == "no_push"  # under half a block: not pushed
+    assert failure_mode(task, start, moved(1, [0.0, 0.2]), target) == "wrong_block"
+    assert failure_mode(task, start, moved(0, [0.0, 0.3]), target) == "short"  # nearer the target, not on it
+    assert failure_mode(task, start, moved(0, [0.0, -0.2]), target) == "pushed_away"
+    both = moved(0, [0.0, 0.3])
+    both[2] += [0.1, 0.0]  # red moved more than yellow: the red push counts
+    assert failure_mode(task, start, both, target) == "short"
+    side = TABLETOP_TASKS["push_red_left"]
+    assert failure_mode(side, start, moved(0, [0.1, 0.0]), target) == "pushed_away"  # away from the left edge
+    assert set(FAILURE_MODES) == {"wrong_block", "no_push", "pushed_away", "short"}
 
 
 def test_bad_action_and_task_raise_clear_errors():

@@ -170,6 +170,8 @@ def main(ctx: click.Context, policy_dir: Path, server: str | None, api_key: str 
                            "overall": overall}))
     click.echo(f"success rate {overall['success_rate']:.3f} over {overall['completed']} episodes "
                f"({overall['missing']} missing); summary, chart and videos in {output_dir}")
+    if overall["failure_modes"]:
+        click.echo("failed episodes by reason: " + ", ".join(f"{k} {v}" for k, v in overall["failure_modes"].items()))
 
 
 if __name__ == "__main__":

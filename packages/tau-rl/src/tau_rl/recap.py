@@ -83,11 +83,13 @@ def write_run_summary(config: RecapConfig, layout: RunLayout) -> dict[str, Any]:
     """summary.json and summary.md of the whole run from the iterations' summaries."""
     baseline = layout.init.record("evaluate")
     rows = [{"iteration": 0, "policy": "initial (demos)", "success_rate": baseline["success_rate"],
-             "ci95": baseline["ci95"], "episodes": baseline["episodes"]}]
+             "ci95": baseline["ci95"], "episodes": baseline["episodes"],
+             "failure_modes": baseline.get("failure_modes", {})}]
     for index in range(1, config.iterations + 1):
         summary = json.loads(layout.iteration(index).summary.read_text())
         rows.append({"iteration": index, "policy": f"RECAP iteration {index}", "success_rate": summary["success_rate"],
                      "ci95": summary["ci95"], "episodes": summary["eval_episodes"],
+                     "failure_modes": summary.get("failure_modes", {}),
                      "rollout_success_rate": summary["rollouts"]["success_rate"],
                      "threshold": summary["advantages"]["threshold"]})
     run = {"tasks": config.tasks, "iterations": rows}

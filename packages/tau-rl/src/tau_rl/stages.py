@@ -166,7 +166,8 @@ def evaluate_policy(config: RecapConfig, layout: RunLayout, folder: IterationFol
         raise RuntimeError(f"evaluation of {folder.policy} completed no episode: {summary['missing_episodes'][:3]}")
     lo, hi = wilson_interval(overall["successes"], overall["completed"])
     return {"successes": overall["successes"], "episodes": overall["completed"], "missing": overall["missing"],
-            "success_rate": overall["success_rate"], "ci95": [lo, hi], "mean_length": overall["mean_length"]}
+            "success_rate": overall["success_rate"], "ci95": [lo, hi], "mean_length": overall["mean_length"],
+            "failure_modes": overall["failure_modes"]}
 
 
 # ---------------------------------------------------------------------------------------------------- iteration
@@ -281,6 +282,29 @@ def fit_policy(config: RecapConfig, layout: RunLayout, folder: IterationFolder) 
             "positive_sample_share": sampled, "started_from": str(start), "train": metrics}
 
 
+def control_policy(config: RecapConfig, layout: RunLayout, iteration: int, start: Path, output: Path,
+                   takeovers: bool = True) -> dict[str, Any]:
+    """The behaviour-cloning control of `iteration`: the policy at `start` trained with RECAP's fine-tuning settings
+    on the demonstrations plus (`takeovers`) the expert-takeover frames of the rollouts of iterations 1..iteration,
+    every prompt "Advantage: positive" (plain BC): the extra data RECAP gets, minus its advantage labels and the
+    policy's own actions. Saves the bundle in `output` and returns the frame counts and the last training metrics."""
+    _clear(output / "model", output / "normalizer.json", output / "bundle.json")
+    bundle = PolicyBundle.load(start)
+    model = with_conditioning(bundle.model, "positive", config.policy.conditioning_dropout)
+    items = sources(config, layout, iteration if takeovers else 0)
+    mixture = build_mixture(config, model.config, items, bundle.normalizer)
+    groups = [(d, np.arange(len(labels["intervention"])) if item.demo else np.flatnonzero(labels["intervention"]))
+              for d, (item, labels) in enumerate(zip(items, _labels(mixture, items)))]
+    positive = [np.ones(len(member), dtype=bool) for member in mixture.members]
+    dataset = FrameGroups(LabelledMixture(mixture, {"advantage_positive": positive}), groups,
+                          [len(rows) for _, rows in groups])  # every kept frame equally likely
+    metrics = train(model, dataset, config.policy.finetune, output / "train", seeds.policy_training(config, iteration))
+    provenance = Provenance(source=str(start), step=config.policy.finetune.steps)
+    dataclasses.replace(bundle, model=model, provenance=provenance).save(output)
+    taken = sum(len(rows) for (_, rows), item in zip(groups, items) if not item.demo)
+    return {"frames": sum(len(rows) for _, rows in groups), "takeover_frames": taken, "train": metrics}
+
+
 def summarize(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
     """summary.json of the iteration: baseline and new success rates, rollouts, value fit and advantages."""
     baseline = layout.init.record("evaluate")
@@ -292,6 +316,7 @@ def summarize(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -
         "rollouts": {k: v for k, v in folder.record("collect").items() if k not in ("stage", "finished_at")},
         "value": folder.record("value")["train"],
         "advantages": {k: v for k, v in json.loads(folder.threshold.read_text()).items() if k != "calibration"},
+        "failure_modes": result.get("failure_modes", {}),
         "policy": folder.record("policy")["train"],
         "figures": {"value_calibration": folder.calibration_png.name, "advantage_histogram": folder.histogram_png.name},
     }

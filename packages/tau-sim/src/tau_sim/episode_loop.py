@@ -168,6 +168,7 @@ def _run_wave(envs: VectorEnvs, policy: Policy, jobs: Sequence[EpisodeJob], conf
         track.observe(obs["images"][i])
     done, success = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     length = np.zeros(n, dtype=np.int64)
+    failure: list[str | None] = [None] * n  # why a failed episode failed, where the env says (info "failure_mode")
     previous, by_policy = np.zeros((n, space.shape[-1]), np.float32), np.zeros(n, dtype=bool)
     start = time.perf_counter()
     while not done.all():
@@ -201,6 +202,9 @@ def _run_wave(envs: VectorEnvs, policy: Policy, jobs: Sequence[EpisodeJob], conf
             tracks[i].observe(obs["images"][i])
         length[active] += 1
         success[ended] = is_success[ended]
+        if "failure_mode" in info:
+            for i in np.flatnonzero(ended & ~is_success):
+                failure[i] = str(info["failure_mode"][i]) or None
         done |= ended
     seconds = (time.perf_counter() - start) / n
     cameras = tuple(envs.attribute("camera_names")[0]) if config.record else ()
@@ -210,7 +214,7 @@ def _run_wave(envs: VectorEnvs, policy: Policy, jobs: Sequence[EpisodeJob], conf
             task=job.task, suite=suite_of(job.task), instruction=prompts[i], episode_index=job.episode_index,
             seed=job.seed, status="ok", success=bool(success[i]), length=int(length[i]), seconds=seconds,
             jerk=track.jerk / track.boundaries if track.boundaries else None, boundaries=track.boundaries,
-            frames=track.frames,
+            failure=failure[i], frames=track.frames,
             episode=track.episode(job, prompts[i], bool(success[i]), cameras, fps) if config.record else None,
         )  # fmt: skip
         for i, (job, track) in enumerate(zip(jobs, tracks, strict=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class EpisodeResult:
     error: str | None = None
     jerk: float | None = None  # mean squared action change (squared L2 norm) over the policy's chunk boundaries
     boundaries: int = 0  # chunk boundaries the jerk is averaged over
+    failure: str | None = None  # why a failed episode failed, where the env reports it (tabletop: FAILURE_MODES)
     frames: list[np.ndarray] | None = field(default=None, repr=False)  # video tiles (reset + one per step)
     episode: Episode | None = field(default=None, repr=False)  # the recorded episode (LoopConfig.record)
 
@@ -66,6 +68,8 @@ def _aggregate(records: Sequence[dict[str, Any]], planned: int) -> dict[str, Any
         "success_rate": successes / len(done) if done else None,
         "mean_length": float(np.mean([r["length"] for r in done])) if done else None,
         "boundary_jerk": jerk,  # over all chunk boundaries of the completed episodes
+        # failed episodes by the reason their env gave (empty for envs that give none, e.g. LIBERO)
+        "failure_modes": dict(sorted(Counter(r["failure"] for r in done if r.get("failure")).items())),
     }
 
 

@@ -25,6 +25,7 @@ from tau_sim.tabletop_tasks import (
     EE_RADIUS,
     TABLE_SIZE,
     TabletopTask,
+    failure_mode,
     get_tabletop_task,
     is_goal_reached,
 )
@@ -77,6 +78,7 @@ class TabletopEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.ee = np.zeros(2)
         self.blocks = np.zeros((len(BLOCK_COLORS), 2))
+        self.blocks_at_reset = self.blocks.copy()
         self.target = np.zeros(2)
         self.elapsed_steps = 0
 
@@ -133,14 +135,18 @@ class TabletopEnv(gym.Env):
             obs["privileged"] = self.privileged_state()
         return obs
 
-    def _info(self, success: bool) -> dict[str, Any]:
-        return {"task": self.task.instruction, "is_success": success}
+    def _info(self, success: bool, truncated: bool = False) -> dict[str, Any]:
+        """The instruction, the success flag and, once an episode is truncated, why it failed (one of FAILURE_MODES;
+        "" otherwise, so that every step's info has the same keys)."""
+        mode = failure_mode(self.task, self.blocks_at_reset, self.blocks, self.target) if truncated else ""
+        return {"task": self.task.instruction, "is_success": success, "failure_mode": mode}
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         self._sample_layout()
+        self.blocks_at_reset = self.blocks.copy()
         self.elapsed_steps = 0
         return self._observation(), self._info(False)
 
@@ -152,7 +158,7 @@ class TabletopEnv(gym.Env):
         self.elapsed_steps += 1
         success = self.is_success()
         truncated = not success and self.elapsed_steps >= self.max_episode_steps
-        return self._observation(), float(success), success, truncated, self._info(success)
+        return self._observation(), float(success), success, truncated, self._info(success, truncated)
 
     def render(self) -> np.ndarray | None:
         """Both cameras side by side (H, 2W, 3)."""

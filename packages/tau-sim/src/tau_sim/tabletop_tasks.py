@@ -93,3 +93,25 @@ def is_goal_reached(goal: str, block_pos: np.ndarray, target_pos: np.ndarray) ->
     if goal == "right":
         return bool(block_pos[0] > TABLE_SIZE - SIDE_MARGIN)
     raise ValueError(f"unknown goal {goal!r}; expected one of {GOALS}")
+
+
+# What a failed episode did, from the blocks at its start and end: the failure taxonomy the evaluation counts.
+FAILURE_MODES: tuple[str, ...] = ("wrong_block", "no_push", "pushed_away", "short")
+MOVED = BLOCK_RADIUS / 2  # a block displaced more than this was pushed
+
+
+def failure_mode(task: TabletopTask, blocks_start: np.ndarray, blocks_end: np.ndarray, target: np.ndarray) -> str:
+    """Why an episode of `task` failed: "wrong_block" (another block moved more than the instructed one),
+    "no_push" (no block moved: the end-effector never pushed one), "pushed_away" (the instructed block moved but
+    ended no nearer its goal) or "short" (it moved towards its goal and did not get there in time)."""
+    blocks_start, blocks_end = np.asarray(blocks_start, np.float64), np.asarray(blocks_end, np.float64)
+    moved = np.linalg.norm(blocks_end - blocks_start, axis=1)
+    k = BLOCK_COLORS.index(task.block)
+    others = float(np.max(np.delete(moved, k)))
+    if others > MOVED and others > moved[k]:
+        return "wrong_block"
+    if moved[k] <= MOVED:
+        return "no_push"
+    start = np.linalg.norm(blocks_start[k] - goal_point(task.goal, blocks_start[k], target))
+    end = np.linalg.norm(blocks_end[k] - goal_point(task.goal, blocks_end[k], target))
+    return "short" if end < start else "pushed_away"
