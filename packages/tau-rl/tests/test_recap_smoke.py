@@ -214,3 +214,25 @@ def test_the_control_arm_clones_the_demos_and_the_expert_takeovers(tmp_path, dem
     trained = PiModel.from_pretrained(tmp_path / "control" / "model")
     assert trained.config.advantage_conditioning and trained.config.advantage_dropout == 0.0  # plain BC prompts
     assert any(not torch.equal(start[k], v) for k, v in trained.state_dict().items())
+
+
+def test_demos_positive_labels_every_demo_frame_and_ranks_the_rollouts_alone(tmp_path, demos):
+    config = tiny_config(tmp_path / "run", demos)
+    config.iterations, config.advantages.demos_positive = 1, True
+    run_recap(config)
+    folder = RunLayout(tmp_path / "run").iteration(1)
+    demo_table = AdvantageTable.load(folder.advantages / "demos_0.parquet").columns
+    rollouts = AdvantageTable.load(folder.advantages / "iter_001.parquet").columns
+    assert demo_table["positive"].all()
+    # without the knob the value model ranks the demos: the tiny run's threshold leaves some of them negative
+    ranked = tiny_config(tmp_path / "ranked", demos)
+    ranked.iterations = 1
+    run_recap(ranked)
+    ranked_demos = AdvantageTable.load(RunLayout(tmp_path / "ranked").iteration(1).advantages / "demos_0.parquet")
+    assert not ranked_demos.columns["positive"].all()
+    # the threshold leaves 30% of the rollouts' own frames positive (interventions are positive on top)
+    threshold = json.loads(folder.threshold.read_text())
+    assert threshold["num_frames"] == len(rollouts["advantage"])
+    above = rollouts["advantage"] > threshold["threshold"]
+    assert abs(above.mean() - 0.3) <= 1 / len(above) + 1e-9
+    np.testing.assert_array_equal(rollouts["positive"], above | rollouts["intervention"])

@@ -74,6 +74,9 @@ class AdvantageStageConfig:
     lookahead: int = 50  # N
     positive_fraction: float = 0.3  # target fraction of frames labelled positive
     interventions_positive: bool = True  # frames an expert controlled are labelled positive
+    # every frame of the demonstration datasets is labelled positive (expert data, as the interventions are), and
+    # the threshold is chosen over the rollouts' frames alone; False: the value model ranks the demos too
+    demos_positive: bool = False
 
 
 @dataclass

@@ -217,7 +217,8 @@ def fit_value(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -
 
 def compute_advantages(config: RecapConfig, layout: RunLayout, folder: IterationFolder) -> dict[str, Any]:
     """N-step advantages of every frame of every source from this iteration's value model, the threshold leaving
-    the target fraction positive, per-source tables, and the calibration / histogram figures."""
+    the target fraction positive (of the rollouts' frames when `advantages.demos_positive` labels every
+    demonstration frame positive), per-source tables, and the calibration / histogram figures."""
     _clear(folder.advantages, folder.calibration_png, folder.histogram_png)
     model = ValueModel.from_pretrained(folder.value / "model")
     items = sources(config, layout, folder.index)
@@ -231,10 +232,14 @@ def compute_advantages(config: RecapConfig, layout: RunLayout, folder: Iteration
         per_source.append({**labels, "row": np.arange(len(values)), "reward": rewards,
                            "return": _returns(config, labels), "value": values, "advantage": advantages})
     everything = {k: np.concatenate([s[k] for s in per_source]) for k in ("advantage", "value", "return", "success")}
-    chosen = choose_threshold(everything["advantage"], config.advantages.positive_fraction)
+    ranked = [columns["advantage"] for columns, item in zip(per_source, items)
+              if not (item.demo and config.advantages.demos_positive)]
+    chosen = choose_threshold(np.concatenate(ranked), config.advantages.positive_fraction)
     for item, columns in zip(items, per_source):
         columns["positive"] = advantage_labels(columns["advantage"], chosen.threshold, columns["intervention"],
                                                config.policy.mode, config.advantages.interventions_positive)
+        if item.demo and config.advantages.demos_positive:
+            columns["positive"][:] = True
         AdvantageTable(source=str(item.path), columns=columns, threshold=chosen.threshold).save(
             folder.advantages / f"{item.name}.parquet")
     calibration = plot_value_calibration(everything["value"], everything["return"], everything["success"],
