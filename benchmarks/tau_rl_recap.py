@@ -131,6 +131,9 @@ def parse_args() -> argparse.Namespace:
                    help="RECAP with apps/rl's preset from these apps/train policy folders, one per training seed")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
                    help="the RECAP seed of each --from-default policy (default: 0, 1, ...)")
+    p.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="--from-default: dotted settings on top of the apps/rl preset, as apps/rl takes them "
+                        "(e.g. advantages.demos_positive=false)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     return p.parse_args()
 
@@ -300,7 +303,8 @@ def from_default(args: argparse.Namespace) -> None:
                              "(outputs/default/train/policy)")
         root = Path(args.run_dir) / f"seed_{seed}"
         config = load_config(preset, [f"run_dir={root / 'recap'}", f"policy.checkpoint={policy / 'model'}",
-                                      f"seed={seed}", f"eval.episodes_per_task={args.eval_episodes}"],
+                                      f"seed={seed}", f"eval.episodes_per_task={args.eval_episodes}",
+                                      *args.override],
                              schema=RecapConfig)
         run_recap(config)
         layout = RunLayout(Path(config.run_dir))

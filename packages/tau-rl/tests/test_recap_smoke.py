@@ -108,6 +108,15 @@ def test_resume_refuses_a_changed_config(tmp_path, demos):
     config.policy.finetune.steps = 1
     config.value.train.steps = 1
     run_recap(config)
+    # a run started before a setting existed resumes: the missing setting counts as its default
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["advantages"]["demos_positive"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    run_recap(config)
+    config.advantages.demos_positive = True
+    with pytest.raises(ValueError, match="advantages"):
+        run_recap(config)
+    config.advantages.demos_positive = False
     config.advantages.lookahead = 7
     with pytest.raises(ValueError, match="advantages"):
         run_recap(config)
