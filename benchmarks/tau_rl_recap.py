@@ -318,8 +318,9 @@ def from_default(args: argparse.Namespace) -> None:
         for label, result in rows:
             print(f"| {label} | {_row(result)}")
     minutes = (time.perf_counter() - started) / 60
-    print(f"\nRECAP from the default policy, apps/rl preset, {len(runs)} training seeds, "
-          f"{args.eval_episodes} seeded episodes per task and row; {minutes:.1f} min this run\n")
+    print(f"\nRECAP from the default policy, apps/rl preset, training seeds {run_seeds}, "
+          f"{args.eval_episodes} seeded episodes per task and row; {minutes:.1f} min in this invocation "
+          "(stages found finished in --run-dir are not rerun)\n")
     print_seed_table(runs)
     print_failure_table(runs)
     print_rollout_study(runs)
