@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tau_train import load_config
+
 from tau_rl import stages
 from tau_rl.config import RecapConfig
 from tau_rl.layout import IterationFolder, RunLayout, write_json_atomic
@@ -39,22 +41,13 @@ def _init_stage(name: str) -> StageFn:
     return stages.evaluate_policy
 
 
-def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`saved` with the settings it lacks (added to RecapConfig since the run started) at their defaults."""
-    filled = dict(defaults)
-    for key, value in saved.items():
-        both_dicts = isinstance(value, dict) and isinstance(defaults.get(key), dict)
-        filled[key] = _with_defaults(value, defaults[key]) if both_dicts else value
-    return filled
-
-
 def _check_config(config: RecapConfig, layout: RunLayout) -> None:
     """Write config.json on the first run; refuse to resume a run that was started with other settings (a setting
     the saved config lacks counts as its default)."""
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     if layout.config.is_file():
-        defaults = json.loads(json.dumps(dataclasses.asdict(RecapConfig())))
-        saved = _with_defaults(json.loads(layout.config.read_text()), defaults)
+        # through tau-train's config loader, which fills the settings the saved file lacks with their defaults
+        saved = json.loads(json.dumps(dataclasses.asdict(load_config(layout.config, schema=RecapConfig))))
         changed = sorted(k for k in set(saved) | set(current)
                          if k not in ("iterations", "run_dir") and saved.get(k) != current.get(k))
         if changed:
