@@ -44,3 +44,13 @@ def test_broken_dataset_is_one_line(command, breaks, tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and f"file='{bad}'" in lines[0], result.output
     assert not (root / "meta" / "tau_stats.json").exists()
+
+
+@pytest.mark.parametrize("value,expected", [("0.2,x", "expected comma-separated numbers"),
+                                            ("0.2,-1", "stds must be finite and >= 0"),
+                                            ("nan", "stds must be finite and >= 0")])
+def test_generate_with_bad_execution_noise_is_refused_before_anything_runs(value, expected, tmp_path: Path) -> None:
+    out = tmp_path / "demos"
+    result = CliRunner().invoke(data_main, ["generate", "--output", str(out), "--execution-noise", value])
+    assert result.exit_code == 2 and "--execution-noise" in result.output and expected in result.output, result.output
+    assert not out.exists()

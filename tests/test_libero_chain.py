@@ -17,13 +17,14 @@ from train_app.cli import main as train_main
 pytestmark = pytest.mark.libero
 TASK = "libero_object/0"  # "pick up the alphabet soup and place it in the basket": the expert solves it
 RENDER = ["--image-size", "32", "--fast-render"]
+EXECUTION_NOISE = "0.2,0.2,0.2,0.015,0.015,0.015,0"  # the preset's demonstrations: jittered execution, clean labels
 
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("libero_chain") / "demos"
     result = invoke(data_main, ["generate", "--output", str(out), "--tasks", TASK, "--episodes-per-task", "2",
-                                "--successes-only", *RENDER])  # fmt: skip
+                                "--successes-only", "--execution-noise", EXECUTION_NOISE, *RENDER])  # fmt: skip
     summary = json.loads(result.output[result.output.index("{\n") : result.output.rindex("}") + 1])  # after LIBERO's [info] lines
     assert summary["generated"] == 2 and summary["episodes"] == 2 and summary["success_rate"] == 1.0
     return out
@@ -39,6 +40,10 @@ def test_demos_are_the_experts_successes_from_libero_init_states(demos: Path) ->
     assert tuple(frame["observation.images.agentview"].shape)[-2:] == (32, 32)
     success = np.asarray(dataset.columns["success"]).reshape(-1)
     assert success.all()
+    # The expert never rotates (its recorded rotation actions are exactly 0), yet the executed rotation noise turned
+    # the gripper: its orientation spreads over several times the noiseless expert's ~0.004 rad.
+    actions, state = (np.stack([np.asarray(v) for v in dataset.columns[k]]) for k in ("action", "observation.state"))
+    assert np.all(actions[:, 3:6] == 0) and state[:, 3:6].std(axis=0).max() > 0.012
 
 
 def test_tiny_policy_trains_on_the_demos_and_is_evaluated(demos: Path, tmp_path: Path) -> None:

@@ -177,3 +177,32 @@ def test_workers_that_never_start_count_their_episodes_missing(tmp_path):
     # two replacements (each attempt reports one or both killed workers), then the third attempt gives up
     first_gave_up = outcomes.index("gave up")
     assert set(outcomes[:first_gave_up]) == {"replaced"} and set(outcomes[first_gave_up:]) == {"gave up"}
+
+
+class ConstantAction:
+    """Always the same action, so a recorded action that differs from it was changed on the way."""
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, observation, prompts):
+        return np.full((len(prompts), 1, 2), 0.3, dtype=np.float32)
+
+
+def test_execution_noise_moves_the_env_but_records_the_policys_actions():
+    jobs = plan_jobs([TASK], 2, 0)
+
+    def run(noise, num_envs=2):
+        config = LoopConfig(num_envs=num_envs, env_kwargs=SHORT, record=True, execution_noise=noise)
+        return [r.episode for r in run_episodes(ConstantAction(), jobs, config)]
+
+    clean, noisy, one_at_a_time = run(()), run((0.5,)), run((0.5, 0.5), num_envs=1)
+    for plain, jittered, again in zip(clean, noisy, one_at_a_time, strict=True):
+        assert np.all(jittered.actions == np.float32(0.3))  # the label is the policy's action
+        assert not np.allclose(jittered.state[1:], plain.state[1:])  # what ran was not
+        np.testing.assert_array_equal(jittered.state, again.state)  # seeded per episode, whatever the batching
+    assert not np.allclose(noisy[0].state[1:], noisy[1].state[1:])  # each episode draws its own noise
+    with pytest.raises(ValueError, match="1 or 2"):
+        run((0.1, 0.1, 0.1))
+    with pytest.raises(ValueError, match="execution_noise"):
+        LoopConfig(execution_noise=(-0.1,))

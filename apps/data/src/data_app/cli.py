@@ -54,6 +54,17 @@ def stats_command(dataset: str) -> None:
     click.echo(f"stats written to {path}")
 
 
+def parse_stds(text: str) -> tuple[float, ...]:
+    """'0.2,0.2,0.2' -> (0.2, 0.2, 0.2); '' -> (); a clear error for anything but non-negative numbers."""
+    try:
+        stds = tuple(float(part) for part in text.split(",")) if text.strip() else ()
+    except ValueError as error:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from error
+    if not all(0 <= std < float("inf") for std in stds):
+        raise click.BadParameter(f"stds must be finite and >= 0, got {text!r}")
+    return stds
+
+
 @main.command("generate")
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Folder of the new LeRobot v3.0 dataset (must not exist).")
@@ -66,6 +77,10 @@ def stats_command(dataset: str) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of the first episode; episode i uses seed + i.")
 @click.option("--action-noise", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Gaussian noise on the expert's actions (more noise, more failed episodes).")
+@click.option("--execution-noise", default="", metavar="STD[,STD...]", 
+              callback=lambda _ctx, _param, value: parse_stds(value),
+              help="Gaussian noise on the executed actions only, one std or one per action dim (LIBERO: dx,dy,dz,"
+                   "drx,dry,drz,gripper); the expert's clean actions are recorded (DART).")
 @click.option("--mistake-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Probability that the expert commits to a wrong plan in an episode.")
 @click.option("--image-size", default=None, type=click.IntRange(min=8),
@@ -79,7 +94,7 @@ def stats_command(dataset: str) -> None:
               help="LIBERO: render without MSAA and reflections (2-3x cheaper on CPU, edges differ slightly).")
 @click.option("--successes-only", is_flag=True, help="Write only the episodes the expert solved.")
 def generate_command(output: str, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
-                     action_noise: float, mistake_rate: float, image_size: int | None, max_steps: int | None,
+                     action_noise: float, execution_noise: tuple[float, ...], mistake_rate: float, image_size: int | None, max_steps: int | None,
                      layout: str | None, fast_render: bool, successes_only: bool) -> None:
     """Write scripted tau-sim demonstrations (successes and failures) as a LeRobot v3.0 dataset."""
     if Path(output).exists():
@@ -95,7 +110,7 @@ def generate_command(output: str, suite: str, tasks: str | None, episodes_per_ta
             raise click.ClickException("--fast-render applies to LIBERO tasks only")
         env_kwargs["fast_render"] = True
     summary = write_demo_dataset(output, task_ids, episodes_per_task, seed, ExpertConfig(action_noise, mistake_rate),
-                                 env_kwargs, successes_only)
+                                 env_kwargs, successes_only, execution_noise)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"dataset written to {output}")
 
@@ -147,7 +162,8 @@ def fit_fast_command(dataset: str, output: str, chunk_size: int, max_action_dim:
 
 
 def write_demo_dataset(output: str | Path, task_ids: list[str], episodes_per_task: int, seed: int,
-                       expert: ExpertConfig, env_kwargs: dict, successes_only: bool = False) -> dict:
+                       expert: ExpertConfig, env_kwargs: dict, successes_only: bool = False,
+                       execution_noise: tuple[float, ...] = ()) -> dict:
     """Run the scripted expert on every task and write the episodes (with the success and intervention labels RECAP
     reads) as one dataset; with `successes_only` the failed ones are dropped (the summary's "generated" counts
     them)."""
@@ -161,7 +177,8 @@ def write_demo_dataset(output: str | Path, task_ids: list[str], episodes_per_tas
                 yield episode
 
     try:
-        episodes = generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert, env_kwargs=env_kwargs)
+        episodes = generate_demos(task_ids, episodes_per_task, seed=seed, expert=expert, env_kwargs=env_kwargs,
+                                  execution_noise=execution_noise)
         record = record_episodes(kept(episodes), output, robot_type=ROBOT_TYPE, extras=episode_labels)
         return {**record, "generated": generated}
     except (KeyError, ValueError) as error:

@@ -37,12 +37,16 @@ def generate_demos(
     state_key: str = "state",
     num_envs: int = 8,
     env_factory: Callable[..., gym.Env] = make_env,
+    execution_noise: Sequence[float] = (),
 ) -> Iterator[Episode]:
     """Yield `episodes_per_task` expert episodes per task id (episode i uses env seed seed + i, the expert's noise
     and mistakes are seeded from `seed` and the episode's layout), with `state_key` as the recorded state. The
-    envs are built with privileged_obs=True (the expert needs the object positions)."""
+    envs are built with privileged_obs=True (the expert needs the object positions). `execution_noise` (std, one or
+    per action dim) perturbs the executed actions only: the expert corrects from where it lands and its clean
+    actions are recorded (DART), unlike `expert.action_noise`, whose noisy actions are recorded."""
     env_kwargs = {**(env_kwargs or {}), "privileged_obs": True}
-    config = LoopConfig(num_envs=num_envs, env_kwargs=env_kwargs, record=True, state_key=state_key)
+    config = LoopConfig(num_envs=num_envs, env_kwargs=env_kwargs, record=True, state_key=state_key,
+                        execution_noise=tuple(execution_noise))
     policy = expert_policy(tasks, expert, seed)
     yield from collect_episodes(policy, tasks, episodes_per_task, seed, config, env_factory, desc="demos")
 

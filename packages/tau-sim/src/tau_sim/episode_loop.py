@@ -2,7 +2,9 @@
 
 Episodes of one task run in seeded waves of `num_envs` sub-envs (`VectorEnvs`); episode i of a task uses seed + i.
 The policy is reset at each wave start and sees the wave's episodes as one batch; its chunks are executed open-loop
-(`ChunkSchedule`: `action_steps`, `latency_steps`), clipped to the action space. An optional takeover hook hands an
+(`ChunkSchedule`: `action_steps`, `latency_steps`), clipped to the action space. `execution_noise` perturbs what the
+env executes but not what is recorded (DART-style demonstrations: states off the expert's path, clean labels). An
+optional takeover hook hands an
 episode to a scripted expert from a seeded step (frames marked intervention=True). Each episode gives an
 `EpisodeResult`: success, length, the chunk-boundary jerk, optionally video frames and the full `Episode`.
 A worker that crashes, raises or hangs mid-episode is reported with the task and seed as a missing episode; one that
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_IDLE_FAILURES = 3
 MAX_START_FAILURES = 3
+EXECUTION_NOISE_STREAM = 0xD4A7  # seeds each episode's execution noise apart from the policy's and the env's
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,13 @@ class LoopConfig:
     takeover: TakeoverConfig | None = None  # None: the policy acts alone
     videos_per_task: int = 0  # the first episodes of each task keep video frames (EpisodeResult.frames)
     video_size: int = 128  # camera images are subsampled by an integer stride to at most about this height
+    # Gaussian std added to each executed action (one value for every dim, or one per dim), seeded per episode;
+    # the recorded action (Episode.actions) stays the policy's. () = none.
+    execution_noise: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if not all(np.isfinite(s) and s >= 0 for s in self.execution_noise):
+            raise ValueError(f"execution_noise must be finite stds >= 0, got {self.execution_noise}")
         if self.num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.action_steps is not None and self.action_steps < 1:
@@ -81,6 +89,16 @@ def plan_jobs(tasks: Sequence[str], episodes_per_task: int, seed: int) -> list[E
 def _tile(images: np.ndarray, stride: int) -> np.ndarray:
     """(N_cam, H, W, 3) -> (H / stride, N_cam * W / stride, 3): all cameras side by side, subsampled, for videos."""
     return np.concatenate([image[::stride, ::stride] for image in images], axis=1)
+
+
+def _noise_std(execution_noise: Sequence[float], action_dim: int) -> np.ndarray | None:
+    """The per-dim std of the execution noise, or None when there is none."""
+    if not any(execution_noise):
+        return None
+    if len(execution_noise) not in (1, action_dim):
+        raise ValueError(f"execution_noise needs 1 or {action_dim} (the action size) values, got "
+                         f"{len(execution_noise)}: {tuple(execution_noise)}")
+    return np.broadcast_to(np.asarray(execution_noise, dtype=np.float64), (action_dim,))
 
 
 def _check_chunk(chunk: Any, batch: int, action_space: gym.Space) -> np.ndarray:
@@ -170,6 +188,8 @@ def _run_wave(envs: VectorEnvs, policy: Policy, jobs: Sequence[EpisodeJob], conf
     length = np.zeros(n, dtype=np.int64)
     failure: list[str | None] = [None] * n  # why a failed episode failed, where the env says (info "failure_mode")
     previous, by_policy = np.zeros((n, space.shape[-1]), np.float32), np.zeros(n, dtype=bool)
+    std = _noise_std(config.execution_noise, space.shape[-1])
+    noise_rngs = [np.random.default_rng([EXECUTION_NOISE_STREAM, job.seed]) for job in jobs]
     start = time.perf_counter()
     while not done.all():
         if schedule.wants_chunk():
@@ -193,8 +213,12 @@ def _run_wave(envs: VectorEnvs, policy: Policy, jobs: Sequence[EpisodeJob], conf
         for i in np.flatnonzero(active):
             state = obs[config.state_key][i] if config.record else None
             tracks[i].act(obs["images"][i], state, actions[i], bool(expert[i]))
-        idle = np.repeat(actions[-1:], envs.num_envs - n, axis=0)
-        obs, reward, terminated, truncated, info = envs.step(np.concatenate([actions, idle]))
+        executed = actions.copy()
+        if std is not None:
+            for i in np.flatnonzero(active):
+                executed[i] = np.clip(actions[i] + noise_rngs[i].normal(0.0, std), space.low, space.high)
+        idle = np.repeat(executed[-1:], envs.num_envs - n, axis=0)
+        obs, reward, terminated, truncated, info = envs.step(np.concatenate([executed, idle]))
         ended = active & (terminated[:n] | truncated[:n])
         is_success = np.asarray(info.get("is_success", terminated), dtype=bool)[:n]
         for i in np.flatnonzero(active):
