@@ -4,9 +4,9 @@ Episodes of one task run in seeded waves of `num_envs` sub-envs (`VectorEnvs`); 
 The policy is reset at each wave start and sees the wave's episodes as one batch; its chunks are executed open-loop
 (`ChunkSchedule`: `action_steps`, `latency_steps`), clipped to the action space. `execution_noise` perturbs what the
 env executes but not what is recorded (DART-style demonstrations: states off the expert's path, clean labels). An
-optional takeover hook hands an
-episode to a scripted expert from a seeded step (frames marked intervention=True). Each episode gives an
-`EpisodeResult`: success, length, the chunk-boundary jerk, optionally video frames and the full `Episode`.
+optional takeover hook hands an episode to a scripted expert from a seeded step (frames marked intervention=True).
+Each episode gives an `EpisodeResult`: success, length, the chunk-boundary jerk, optionally video frames and the
+full `Episode`.
 A worker that crashes, raises or hangs mid-episode is reported with the task and seed as a missing episode; one that
 dies while starting is replaced (its wave re-run) up to MAX_START_FAILURES times in a row. Either way the vector env
 is rebuilt and the rest of the wave re-run (episodes are seeded, so re-running gives the same episodes).
