@@ -77,7 +77,7 @@ def parse_stds(text: str) -> tuple[float, ...]:
 @click.option("--seed", default=0, show_default=True, help="Seed of the first episode; episode i uses seed + i.")
 @click.option("--action-noise", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Gaussian noise on the expert's actions (more noise, more failed episodes).")
-@click.option("--execution-noise", default="", metavar="STD[,STD...]", 
+@click.option("--execution-noise", default="", metavar="STD[,STD...]",
               callback=lambda _ctx, _param, value: parse_stds(value),
               help="Gaussian noise on the executed actions only, one std or one per action dim (LIBERO: dx,dy,dz,"
                    "drx,dry,drz,gripper); the expert's clean actions are recorded (DART).")
@@ -94,8 +94,9 @@ def parse_stds(text: str) -> tuple[float, ...]:
               help="LIBERO: render without MSAA and reflections (2-3x cheaper on CPU, edges differ slightly).")
 @click.option("--successes-only", is_flag=True, help="Write only the episodes the expert solved.")
 def generate_command(output: str, suite: str, tasks: str | None, episodes_per_task: int, seed: int,
-                     action_noise: float, execution_noise: tuple[float, ...], mistake_rate: float, image_size: int | None, max_steps: int | None,
-                     layout: str | None, fast_render: bool, successes_only: bool) -> None:
+                     action_noise: float, execution_noise: tuple[float, ...], mistake_rate: float,
+                     image_size: int | None, max_steps: int | None, layout: str | None, fast_render: bool,
+                     successes_only: bool) -> None:
     """Write scripted tau-sim demonstrations (successes and failures) as a LeRobot v3.0 dataset."""
     if Path(output).exists():
         raise click.ClickException(f"{output} already exists; choose a new folder")
